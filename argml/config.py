@@ -1,0 +1,116 @@
+"""params.yaml -> typed, frozen settings, one dataclass per section.
+
+Unknown sections or keys, and values of the wrong type, are errors that name the offending key: a typo in
+params.yaml must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+
+@dataclasses.dataclass(frozen=True)
+class DataParams:
+    limit: int = 0  # 0 = every image; N > 0 = a stratified sample of N images (smoke runs)
+    seed: int = 42  # seeds the sample and the split
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadParams:
+    url: str = ""  # used only when ARGML_UTKFACE is unset
+    sha256: str = ""  # required with url
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignParams:
+    size: int = 160  # output side in pixels (FaceNet's input)
+    padding: float = 0.25  # margin around the landmark-aligned face, as a fraction of its size
+    upsample: int = 0  # dlib detector upsampling; UTKFace faces are ~100-150 px, so 0 suffices
+    workers: int = 2  # processes; 0 = one per CPU
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentParams:
+    seed: int = 7
+    race_target: float = 0.5  # top up each race to this fraction of the largest race (train split)
+    exact_age_target: float = 0.1  # exact mode: top up each exact-age class to this fraction of the largest
+    max_angle: float = 10.0  # rotation: uniform in [-max_angle, max_angle] degrees
+    noise_sigma: float = 8.0  # Gaussian noise standard deviation, in 0-255 pixel units
+    jpeg_quality: int = 95
+
+
+@dataclasses.dataclass(frozen=True)
+class TfrecordsParams:
+    shard_size: int = 2000  # examples per shard
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    data: DataParams = DataParams()
+    download: DownloadParams = DownloadParams()
+    align: AlignParams = AlignParams()
+    augment: AugmentParams = AugmentParams()
+    tfrecords: TfrecordsParams = TfrecordsParams()
+
+
+def _check_type(where: str, value, expected):
+    if typing.get_origin(expected) in (typing.Union, types.UnionType):
+        options = typing.get_args(expected)
+    else:
+        options = (expected,)
+    if float in options and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if any(isinstance(value, option) and not (isinstance(value, bool) and option is not bool) for option in options):
+        return value
+    names = " or ".join(getattr(option, "__name__", str(option)) for option in options)
+    raise ValueError(f"params: {where} must be {names}, got {value!r}")
+
+
+def _build(cls, raw: dict | None, where: str):
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise ValueError(f"params: section {where!r} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {field.name for field in dataclasses.fields(cls)}
+    key = (lambda name: f"{where}.{name}") if where else (lambda name: name)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"params: unknown key(s) {', '.join(map(key, unknown))}; known: {sorted(known)}")
+    values = {}
+    for name, value in raw.items():
+        expected = hints[name]
+        if dataclasses.is_dataclass(expected):
+            values[name] = _build(expected, value, key(name))
+        else:
+            values[name] = _check_type(key(name), value, expected)
+    return cls(**values)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"params file {path} not found; run from the repository root")
+    return _build(Params, yaml.safe_load(path.read_text()) or {}, "")
+
+
+def flatten(params: Params) -> dict[str, object]:
+    """{'align.size': 160, ...}: the form MLflow and `dvc params diff` show."""
+    flat = {}
+
+    def walk(prefix: str, value):
+        if dataclasses.is_dataclass(value):
+            for field in dataclasses.fields(value):
+                walk(f"{prefix}.{field.name}" if prefix else field.name, getattr(value, field.name))
+        else:
+            flat[prefix] = value
+
+    walk("", params)
+    return flat

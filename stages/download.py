@@ -1,0 +1,24 @@
+"""Stage download: fill OUT_DIR with the UTKFace images.
+
+Source: $ARGML_UTKFACE (a folder, .tar.gz or .zip) when set, else params download.url + download.sha256.
+Params: download.url, download.sha256.
+"""
+
+import argparse
+
+from argml import download
+from argml.config import load_params
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("out_dir")
+    args = parser.parse_args()
+    params = load_params().download
+    report = download.fetch_dataset(args.out_dir, url=params.url, sha256=params.sha256)
+    print(f"download: {report['images']} images from {report['source']} into {args.out_dir}; "
+          f"{report['skipped_non_images']} non-image files skipped")
+
+
+if __name__ == "__main__":
+    main()
