@@ -36,6 +36,7 @@ def atomic_dir(target: str | Path):
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    staging.chmod(0o755)  # mkdtemp makes it private
     if target.exists():
         shutil.rmtree(target)
     os.replace(staging, target)
@@ -53,6 +54,7 @@ def atomic_path(target: str | Path):
     except BaseException:
         Path(staging).unlink(missing_ok=True)
         raise
+    os.chmod(staging, 0o644)  # mkstemp makes it private
     os.replace(staging, target)
 
 

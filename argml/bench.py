@@ -1,0 +1,76 @@
+"""Benchmarks, run on this machine: `python -m argml.bench facenet [--runs 5]`.
+
+facenet: time to build the model and load its weights, cold (parsing the frozen graph) and from the cache,
+and forward throughput at batch 32 on real aligned UTKFace faces (or random images when ARGML_UTKFACE is
+unset). Prints every run and the median with min-max spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+
+def _spread(values: list[float], unit: str) -> str:
+    return (f"median {statistics.median(values):.2f} {unit} (min {min(values):.2f}, max {max(values):.2f}, "
+            f"{len(values)} runs)")
+
+
+def _faces(count: int) -> np.ndarray:
+    from pathlib import Path
+
+    from argml.faces import FaceAligner, decode_image
+
+    folder = os.environ.get("ARGML_UTKFACE", "")
+    if not Path(folder).is_dir():
+        print("ARGML_UTKFACE unset: timing on random images")
+        return np.random.default_rng(0).integers(0, 256, (count, 160, 160, 3), dtype=np.uint8)
+    aligner = FaceAligner()
+    names = sorted(os.listdir(folder))[::97][:count]
+    return np.stack([aligner.align_dataset_image(decode_image((Path(folder) / n).read_bytes()).rgb)[0]
+                     for n in names])
+
+
+def bench_facenet(runs: int, batch_size: int = 32) -> None:
+    from argml import facenet
+
+    cold, cached = [], []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as cache:
+            os.environ["ARGML_CACHE"] = cache
+            start = time.perf_counter()
+            facenet.load_facenet()
+            cold.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            model = facenet.load_facenet()
+            cached.append(time.perf_counter() - start)
+    print(f"build + load weights, cold (parse graph_final.pb): {_spread(cold, 's')}")
+    print(f"build + load weights, from the cache:              {_spread(cached, 's')}")
+
+    images = _faces(batch_size)
+    model.predict_on_batch(images)  # warm-up: tracing
+    rates = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        for _ in range(4):
+            model.predict_on_batch(images)
+        rates.append(4 * batch_size / (time.perf_counter() - start))
+    print(f"forward, batch {batch_size}, {os.cpu_count()} CPUs: {_spread(rates, 'images/s')}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["facenet"])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    if args.what == "facenet":
+        bench_facenet(args.runs)
+
+
+if __name__ == "__main__":
+    main()
