@@ -52,12 +52,68 @@ class TfrecordsParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class FeaturesParams:
+    from_block: str = "Mixed_7a"  # fine-tuning starts at this FaceNet block; its input is cached once
+    head_input: str = "pooled"  # what the heads read: pooled (1792-d) or bottleneck (512-d, before L2)
+    weights: str = "casia-webface"  # or the path of facenet-pytorch's 20180402-114759-vggface2.pt
+    batch_size: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskWeights:
+    age: float = 1.0
+    race: float = 1.0
+    gender: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LrFactors:
+    age: float = 1.0
+    race: float = 0.1
+    gender: float = 0.1
+    backbone: float = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    hidden_units: int = 128  # each head: a layer of this many units, then a softmax
+    hidden_activation: str = "linear"  # the report's heads are linear; "relu" makes them small MLPs
+    dropout: float = 0.2  # before each head's hidden layer
+    loss_weights: TaskWeights = TaskWeights()  # loss = weighted sum of the three cross-entropies
+    lr_factors: LrFactors = LrFactors()  # learning rate of each group = base rate x factor
+    batch_size: int = 64
+    head_epochs: int = 40  # phase 1: heads on the frozen backbone (early stopping ends it sooner)
+    head_lr: float = 0.003
+    finetune_epochs: int = 2  # phase 2: backbone from features.from_block on, with the heads
+    finetune_lr: float = 0.003
+    patience: int = 4  # early stopping on validation loss
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateParams:
+    bootstrap_rounds: int = 200  # resamples for each group's confidence interval (0 = none)
+    confidence: float = 0.95
+    batch_size: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class MlflowParams:
+    model_name: str = "argml"  # registered model name
+    champion: str = "binned"  # which age mode's version gets the alias `champion`
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     data: DataParams = DataParams()
     download: DownloadParams = DownloadParams()
     align: AlignParams = AlignParams()
     augment: AugmentParams = AugmentParams()
     tfrecords: TfrecordsParams = TfrecordsParams()
+    features: FeaturesParams = FeaturesParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    mlflow: MlflowParams = MlflowParams()
 
 
 def _check_type(where: str, value, expected):

@@ -87,7 +87,7 @@ def load_dataset(folder: str | Path, split: str, mode: str = "binned", batch_siz
                  shuffle: bool | None = None, seed: int = 0, with_meta: bool = False):
     """A ready tf.data.Dataset of (images, targets): images uint8 [B, H, W, 3]; targets a dict of int labels
     {"age", "race", "gender"}, where age is the bin (binned) or exact class (exact). With `with_meta`,
-    targets also hold age_years, age_bin and file, for per-group evaluation.
+    targets also hold age_years, age_bin, age_class, variant and file, for caching and evaluation.
 
     Shuffles by default for the training split only. Decoding runs in parallel; batches are prefetched.
     """
@@ -108,7 +108,8 @@ def load_dataset(folder: str | Path, split: str, mode: str = "binned", batch_siz
         image = tf.io.decode_jpeg(example["image"], channels=3)
         targets = {"age": example[age_key], "race": example["race"], "gender": example["gender"]}
         if with_meta:
-            targets.update(age_years=example["age"], age_bin=example["age_bin"], file=example["file"])
+            targets.update(age_years=example["age"], age_bin=example["age_bin"], age_class=example["age_class"],
+                           variant=example["variant"], file=example["file"])
         return image, targets, example["variant"]
 
     dataset = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE)

@@ -1,0 +1,53 @@
+"""A trained argml model at inference: aligned faces in, labels and probabilities out.
+
+Loads a `.keras` model with its `model.json` (classes, age values, mode); used by the MLflow pyfunc,
+`argml.predict` and `argml.live`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TASKS = ("gender", "race", "age")
+
+
+def predictions_table(probabilities: dict[str, np.ndarray], description: dict) -> pd.DataFrame:
+    """One row per face: for each task the label, its probability and the whole distribution; plus the
+    expected age in years under the age distribution."""
+    columns: dict[str, object] = {}
+    for task in TASKS:
+        values = np.asarray(probabilities[task], dtype=np.float64)
+        best = values.argmax(axis=1)
+        names = description["classes"][task]
+        columns[task] = [names[index] for index in best]
+        columns[f"{task}_probability"] = values[np.arange(len(values)), best]
+        columns[f"{task}_probabilities"] = [row.tolist() for row in values]
+    columns["age_years"] = np.asarray(probabilities["age"], dtype=np.float64) @ np.asarray(description["age_values"])
+    return pd.DataFrame(columns)
+
+
+class Classifier:
+    def __init__(self, model_path: str | Path, description: dict | None = None):
+        import keras
+
+        model_path = Path(model_path)
+        if not model_path.exists():
+            raise FileNotFoundError(f"model {model_path} not found")
+        self.model = keras.saving.load_model(model_path, compile=False)
+        if description is None:
+            description_path = model_path.with_name("model.json")
+            description = json.loads(description_path.read_text())
+        self.description = description
+        self.input_size = int(description["input_size"])
+
+    def probabilities(self, faces: np.ndarray) -> dict[str, np.ndarray]:
+        """faces: [B, S, S, 3] RGB 0-255 -> {task: [B, classes]}."""
+        outputs = self.model.predict_on_batch(np.asarray(faces, dtype=np.float32))
+        return {task: np.asarray(values) for task, values in outputs.items()}
+
+    def predict(self, faces: np.ndarray) -> pd.DataFrame:
+        return predictions_table(self.probabilities(faces), self.description)

@@ -1,0 +1,107 @@
+"""The expensive part of training, done once: FaceNet's frozen layers run over every image a single time.
+
+For each split this writes, from the TFRecords (all variants, so both age modes can use them):
+- `<split>.lower.npy`: float16 [N, H, W, C], the input of the fine-tuning block (for Mixed_7a: 8x8x896);
+- `<split>.<features>.npy`: float32 [N, D], the frozen backbone's head input (pooled: 1792 or
+  bottleneck: 512), which the head-only phase trains on;
+- `<split>.labels.npz`: age_years, age_bin, age_class, race, gender, variant, file_name.
+Arrays are written through memory maps, so memory stays flat whatever the dataset size.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from argml import facenet, tfrecords
+from argml.labels import SPLITS
+
+HEAD_INPUTS = {"pooled": "pooled", "bottleneck": "Bottleneck.BatchNorm"}
+LABEL_KEYS = ("age_years", "age_bin", "age_class", "race", "gender", "variant")
+
+
+def head_input_layer(head_input: str) -> str:
+    if head_input not in HEAD_INPUTS:
+        raise ValueError(f"unknown head input {head_input!r}; use one of {sorted(HEAD_INPUTS)}")
+    return HEAD_INPUTS[head_input]
+
+
+def cache_split(lower, upper_features, tfrecords_dir: Path, out_dir: Path, split: str, head_input: str,
+                batch_size: int) -> int:
+    total = tfrecords.count(tfrecords_dir, split, mode="exact")  # exact mode: every variant
+    dataset = tfrecords.load_dataset(tfrecords_dir, split, mode="exact", batch_size=batch_size, shuffle=False,
+                                     with_meta=True)
+    lower_shape = tuple(lower.output.shape[1:])
+    cached = np.lib.format.open_memmap(out_dir / f"{split}.lower.npy", "w+", np.float16, (total, *lower_shape))
+    head_features = np.lib.format.open_memmap(out_dir / f"{split}.{head_input}.npy", "w+", np.float32,
+                                              (total, upper_features.output.shape[-1]))
+    labels: dict[str, list] = {key: [] for key in (*LABEL_KEYS, "file")}
+    position = 0
+    with tqdm(total=total, desc=f"features {split}", unit="img", mininterval=2) as progress:
+        for images, targets in dataset.as_numpy_iterator():
+            block_input = lower.predict_on_batch(images)
+            end = position + len(images)
+            cached[position:end] = block_input
+            head_features[position:end] = upper_features.predict_on_batch(block_input)
+            for key in labels:
+                labels[key].append(targets[key])
+            position = end
+            progress.update(len(images))
+    cached.flush()
+    head_features.flush()
+    arrays = {key: np.concatenate(value) for key, value in labels.items()}
+    # np.savez has a parameter named `file`; names as str, not bytes (object arrays need pickle to load)
+    arrays["file_name"] = np.array([name.decode() for name in arrays.pop("file")])
+    np.savez(out_dir / f"{split}.labels.npz", **arrays)
+    return total
+
+
+def cache_all(tfrecords_dir: str | Path, out_dir: str | Path, from_block: str, head_input: str,
+              weights: str = facenet.CASIA_WEBFACE, batch_size: int = 64) -> dict:
+    """Cache every split; returns (and writes as info.json) what was cached."""
+    tfrecords_dir, out_dir = Path(tfrecords_dir), Path(out_dir)
+    model = facenet.load_facenet(weights)
+    lower, upper = facenet.split(model, from_block)
+    upper_features = facenet.feature_model(upper, head_input_layer(head_input))
+    counts = {split: cache_split(lower, upper_features, tfrecords_dir, out_dir, split, head_input, batch_size)
+              for split in SPLITS}
+    info = {"from_block": from_block, "head_input": head_input, "weights": weights,
+            "lower_shape": list(lower.output.shape[1:]), "examples": counts}
+    (out_dir / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def read_info(folder: str | Path) -> dict:
+    path = Path(folder) / "info.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `dvc repro features` first")
+    return json.loads(path.read_text())
+
+
+def load_split(folder: str | Path, split: str, mode: str) -> dict:
+    """A split's cached arrays for one age mode: {"lower" (memory-mapped), "head", "labels", "targets"}.
+
+    Binned mode leaves out the exact-age balancing copies (variant 2); targets["age"] is the bin or the
+    exact class according to the mode.
+    """
+    folder = Path(folder)
+    info = read_info(folder)
+    labels = dict(np.load(folder / f"{split}.labels.npz"))
+    keep = np.ones(len(labels["race"]), bool)
+    if mode == "binned":
+        keep = labels["variant"] != tfrecords.VARIANTS["exact_age"]
+    elif mode != "exact":
+        raise ValueError(f"unknown age mode {mode!r}; use 'binned' or 'exact'")
+    index = np.flatnonzero(keep)
+    labels = {key: value[index] for key, value in labels.items()}
+    age = labels["age_bin"] if mode == "binned" else labels["age_class"]
+    return {
+        "lower": np.load(folder / f"{split}.lower.npy", mmap_mode="r"),
+        "index": index,  # rows of `lower` that belong to this mode
+        "head": np.load(folder / f"{split}.{info['head_input']}.npy")[index],
+        "labels": labels,
+        "targets": {"age": age, "race": labels["race"], "gender": labels["gender"]},
+    }

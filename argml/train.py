@@ -1,0 +1,130 @@
+"""Two-phase multi-task training on the cached features (see argml.features).
+
+Phase 1 trains the three heads on the frozen backbone's features (seconds per epoch). Phase 2 fine-tunes
+FaceNet from the cached block onward together with the heads, reading the cached block inputs instead of
+images, so the frozen layers never run again. Both phases: early stopping on validation loss (best weights
+restored), BackupAndRestore so an interrupted run resumes at its last finished epoch, TensorBoard with
+weight histograms. The result is one Keras model from aligned RGB faces (0-255) to class probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import dataclasses
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from argml import facenet, features
+from argml.config import TrainParams
+from argml.heads import TASKS, build_heads, class_names, compile_model
+
+
+class CachedBatches(keras.utils.PyDataset):
+    """Batches of cached block inputs (memory-mapped float16) and their targets, reshuffled every epoch."""
+
+    def __init__(self, arrays: np.ndarray, rows: np.ndarray, targets: dict[str, np.ndarray], batch_size: int,
+                 shuffle: bool, seed: int = 0):
+        super().__init__()
+        self.arrays, self.rows, self.targets = arrays, rows, targets
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(rows)) if shuffle else np.arange(len(rows))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.rows) / self.batch_size)
+
+    def __getitem__(self, index: int):
+        picked = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])  # sorted: fast mmap
+        inputs = self.arrays[self.rows[picked]].astype(np.float32)
+        return inputs, {task: values[picked] for task, values in self.targets.items()}
+
+    def on_epoch_end(self):
+        if self.shuffle:
+            self.order = self.rng.permutation(len(self.rows))
+
+
+def _callbacks(phase: str, checkpoint_dir: Path, log_dir: Path, patience: int, extra: list) -> list:
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
+        keras.callbacks.BackupAndRestore(str(checkpoint_dir / phase)),
+        *extra,
+    ]
+    if keras.backend.backend() == "tensorflow":  # TensorBoard's writer is TensorFlow's
+        callbacks.append(keras.callbacks.TensorBoard(str(log_dir / phase), histogram_freq=1, write_graph=False))
+    return callbacks
+
+
+def _history(fit_result, phase: str, first_epoch: int) -> pd.DataFrame:
+    frame = pd.DataFrame(fit_result.history)
+    frame.insert(0, "phase", phase)
+    frame.insert(0, "epoch", range(first_epoch, first_epoch + len(frame)))
+    return frame
+
+
+def age_values(train_labels: dict[str, np.ndarray], mode: str) -> list[float]:
+    """The age each age class stands for (mean training age of the class), for expected-age predictions."""
+    column = train_labels["age_bin"] if mode == "binned" else train_labels["age_class"]
+    frame = pd.DataFrame({"cls": column, "age": train_labels["age_years"]})
+    means = frame.groupby("cls")["age"].mean()
+    fallback = {index: float(index + 1) for index in range(len(class_names(mode)["age"]))}  # exact: class+1
+    return [float(means.get(index, fallback[index])) for index in range(len(class_names(mode)["age"]))]
+
+
+def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: TrainParams,
+          checkpoint_dir: str | Path, log_dir: str | Path, callbacks: list | None = None) -> pd.DataFrame:
+    """Train both phases; write `model.keras` and `model.json` into `model_dir`; return the history."""
+    features_dir, model_dir = Path(features_dir), Path(model_dir)
+    checkpoint_dir, log_dir = Path(checkpoint_dir), Path(log_dir)
+    keras.utils.set_random_seed(settings.seed)
+    lr_factors, loss_weights = dataclasses.asdict(settings.lr_factors), dataclasses.asdict(settings.loss_weights)
+    info = features.read_info(features_dir)
+    train_split = features.load_split(features_dir, "train", mode)
+    val_split = features.load_split(features_dir, "val", mode)
+    print(f"train[{mode}]: {len(train_split['index'])} training, {len(val_split['index'])} validation examples")
+
+    # Phase 1: heads on the frozen backbone's cached features.
+    heads = build_heads(train_split["head"].shape[1], mode, settings.hidden_units, settings.hidden_activation,
+                        settings.dropout)
+    # Only wrappers get compiled: nested models that carry a compile config would drag the optimizer
+    # class into the saved model.
+    head_input = keras.Input((train_split["head"].shape[1],), name="head_input")
+    heads_model = keras.Model(head_input, heads(head_input), name="heads_only")
+    compile_model(heads_model, settings.head_lr, lr_factors, loss_weights)
+    phase1 = heads_model.fit(train_split["head"], train_split["targets"], batch_size=settings.batch_size,
+                       epochs=settings.head_epochs, validation_data=(val_split["head"], val_split["targets"]),
+                       callbacks=_callbacks("heads", checkpoint_dir, log_dir, settings.patience, callbacks or []),
+                       verbose=2)
+    history = [_history(phase1, "heads", 1)]
+
+    # Phase 2: fine-tune from the cached block onward, with the heads.
+    backbone = facenet.load_facenet(info["weights"])
+    lower, upper = facenet.split(backbone, info["from_block"])
+    upper_features = facenet.feature_model(upper, features.head_input_layer(info["head_input"]))
+    for layer in upper_features.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False  # the bottleneck's statistics stay those of the pretrained model
+    block_input = keras.Input(tuple(info["lower_shape"]), name="block_input")
+    finetune_model = keras.Model(block_input, heads(upper_features(block_input)), name="finetune")
+    if settings.finetune_epochs > 0:
+        compile_model(finetune_model, settings.finetune_lr, lr_factors, loss_weights)
+        make = lambda split, shuffle: CachedBatches(split["lower"], split["index"], split["targets"],  # noqa: E731
+                                                    settings.batch_size, shuffle, settings.seed)
+        phase2 = finetune_model.fit(make(train_split, True), validation_data=make(val_split, False),
+                                    epochs=settings.finetune_epochs, verbose=2,
+                                    callbacks=_callbacks("finetune", checkpoint_dir, log_dir, settings.patience,
+                                                         callbacks or []))
+        history.append(_history(phase2, "finetune", len(history[0]) + 1))
+
+    image = keras.Input((facenet.INPUT_SIZE, facenet.INPUT_SIZE, 3), name="image")
+    model = keras.Model(image, heads(upper_features(lower(image))), name=f"argml_{mode}")
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model.save(model_dir / "model.keras")
+    description = {"mode": mode, "input_size": facenet.INPUT_SIZE, "tasks": list(TASKS),
+                   "classes": {task: list(names) for task, names in class_names(mode).items()},
+                   "age_values": age_values(train_split["labels"], mode), **info}
+    (model_dir / "model.json").write_text(json.dumps(description, indent=2) + "\n")
+    return pd.concat(history, ignore_index=True)

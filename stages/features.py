@@ -1,0 +1,32 @@
+"""Stage features: run FaceNet's frozen layers over every example once and cache what training needs.
+
+Reads TFRECORDS_DIR; writes OUT_DIR (per split: the fine-tuning block's inputs, the heads' input features,
+labels; info.json). Params: features.* (from_block, head_input, weights, batch_size).
+"""
+
+import argparse
+import time
+
+from argml import features
+from argml.config import load_params
+from argml.files import atomic_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("tfrecords_dir")
+    parser.add_argument("out_dir")
+    args = parser.parse_args()
+    params = load_params().features
+
+    start = time.perf_counter()
+    with atomic_dir(args.out_dir) as staging:
+        info = features.cache_all(args.tfrecords_dir, staging, params.from_block, params.head_input,
+                                  params.weights, params.batch_size)
+    seconds = time.perf_counter() - start
+    total = sum(info["examples"].values())
+    print(f"features: {total} examples cached at {params.from_block} in {seconds:.0f} s ({total / seconds:.1f} img/s)")
+
+
+if __name__ == "__main__":
+    main()
