@@ -7,6 +7,7 @@ given by URL). Only image files land in the output folder, flat.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -92,6 +93,8 @@ def safe_extract(archive: str | Path, target: str | Path) -> None:
         with tarfile.open(archive) as bundle:
             members = bundle.getmembers()
             for member in members:  # check all before writing anything
+                if member.name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", member.name):
+                    raise UnsafeArchiveError(f"archive member {member.name!r} has an absolute path")
                 try:
                     tarfile.data_filter(member, str(target))
                 except tarfile.FilterError as error:

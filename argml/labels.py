@@ -103,6 +103,9 @@ def scan(folder: str | Path) -> tuple[pd.DataFrame, list[dict]]:
             malformed.append({"file": name, "reason": parsed.note, "recovered": True})
         rows.append({"file": name, "md5": file_digest(folder / name), "age": parsed.age,
                      "gender": parsed.gender, "race": parsed.race})
+    if not rows:
+        raise ValueError(f"none of the {len(names)} images in {folder} has a parsable UTKFace name "
+                         "(age_gender_race_datetime.jpg.chip.jpg)")
     table = pd.DataFrame(rows)
     table["age_bin"] = table["age"].map(age_bin)
     table["age_class"] = table["age"].map(age_class)
@@ -117,7 +120,7 @@ def deduplicate(table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     label_columns = ["age", "gender", "race"]
     groups = table.groupby("md5")
     sizes = groups["file"].transform("size")
-    label_variants = groups[label_columns].transform(lambda column: column.nunique()).max(axis=1)
+    label_variants = groups[label_columns].transform("nunique").max(axis=1)
     conflicting = (sizes > 1) & (label_variants > 1)
     consistent = table[~conflicting].sort_values("file")
     kept = consistent.drop_duplicates("md5", keep="first").reset_index(drop=True)
@@ -192,12 +195,16 @@ def summary(table: pd.DataFrame) -> dict:
 
 def save_table(table: pd.DataFrame, path: str | Path) -> None:
     """The published split table (gzip with a fixed mtime, so the same table gives the same bytes)."""
+    import gzip
+
     from argml.files import atomic_path
 
     columns = ["file", "md5", "age", "gender", "race", "age_bin", "age_class", "split"]
-    with atomic_path(path) as staging:
-        table[columns].sort_values("file").to_csv(staging, index=False,
-                                                  compression={"method": "gzip", "mtime": 0})
+    text = table[columns].sort_values("file").to_csv(index=False)
+    with atomic_path(path) as staging, open(staging, "wb") as raw:
+        # no file name and no time in the gzip header: the same table always gives the same bytes
+        with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as compressed:
+            compressed.write(text.encode())
 
 
 def load_table(path: str | Path) -> pd.DataFrame:

@@ -75,8 +75,10 @@ def age_values(train_labels: dict[str, np.ndarray], mode: str) -> list[float]:
 
 
 def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: TrainParams,
-          checkpoint_dir: str | Path, log_dir: str | Path, callbacks: list | None = None) -> pd.DataFrame:
-    """Train both phases; write `model.keras` and `model.json` into `model_dir`; return the history."""
+          checkpoint_dir: str | Path, log_dir: str | Path, callbacks: list | None = None,
+          describe: dict | None = None) -> pd.DataFrame:
+    """Train both phases; write `model.keras` and `model.json` (classes, age values, the feature cache's
+    settings, plus `describe`, e.g. the alignment) into `model_dir`; return the history."""
     features_dir, model_dir = Path(features_dir), Path(model_dir)
     checkpoint_dir, log_dir = Path(checkpoint_dir), Path(log_dir)
     keras.utils.set_random_seed(settings.seed)
@@ -125,6 +127,6 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: 
     model.save(model_dir / "model.keras")
     description = {"mode": mode, "input_size": facenet.INPUT_SIZE, "tasks": list(TASKS),
                    "classes": {task: list(names) for task, names in class_names(mode).items()},
-                   "age_values": age_values(train_split["labels"], mode), **info}
+                   "age_values": age_values(train_split["labels"], mode), **info, **(describe or {})}
     (model_dir / "model.json").write_text(json.dumps(description, indent=2) + "\n")
     return pd.concat(history, ignore_index=True)

@@ -1,0 +1,187 @@
+"""Shared fixtures: the real UTKFace folder (from $ARGML_UTKFACE) and deterministic small samples of it.
+
+Tests that need the dataset take `utkface_dir` (or a fixture built on it) and are skipped, with the reason,
+when ARGML_UTKFACE is unset or does not point at a folder of images.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Set before anything imports TensorFlow, MLflow or ultralytics.
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ["YOLO_OFFLINE"] = "1"
+
+# The live-demo tests use Ultralytics, which needs torchvision; torchvision imported after TensorFlow
+# crashes in triton's start-up, so it is imported here, before any test module imports TensorFlow.
+import torchvision  # noqa: E402,F401
+
+import collections
+import hashlib
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ENV_DATASET = "ARGML_UTKFACE"
+
+# The irregular names SOURCE.md lists (they exist in the real set).
+NO_RACE_NAMES = (
+    "39_1_20170116174525125.jpg.chip.jpg",
+    "61_1_20170109142408075.jpg.chip.jpg",
+    "61_1_20170109150557335.jpg.chip.jpg",
+)
+TYPO_NAMES = {  # name -> (age, gender, race)
+    "24_0_1_20170116220224657 .jpg.chip.jpg": (24, 0, 1),
+    "55_0_0_20170116232725357jpg.chip.jpg": (55, 0, 0),
+}
+# Real names whose datetime field has 16 or 18 digits instead of the usual 17.
+ODD_DATETIME_NAMES = {
+    "14_0_0_2017011022340900.jpg.chip.jpg": (14, 0, 0),
+    "28_1_2_201701161846515488.jpg.chip.jpg": (28, 1, 2),
+    "38_0_1_201701162330572788.jpg.chip.jpg": (38, 0, 1),
+}
+
+
+def _labels_from_name(name: str):
+    """Independent of argml: (age, gender, race) of a regular name, None otherwise."""
+    if name in TYPO_NAMES:
+        return TYPO_NAMES[name]
+    parts = name.split("_")
+    if len(parts) != 4 or not name.endswith(".jpg.chip.jpg"):
+        return None
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+@dataclass(frozen=True)
+class UTKFaceIndex:
+    """The real folder, hashed once per session (md5 of each file)."""
+
+    folder: Path
+    md5: dict[str, str]  # file name -> md5
+    groups: dict[str, list[str]]  # md5 -> sorted names, only groups of 2+ byte-identical files
+
+    @property
+    def duplicated_names(self) -> set[str]:
+        return {name for names in self.groups.values() for name in names}
+
+    def pairs(self, labels_agree: bool) -> list[list[str]]:
+        """Duplicate groups of exactly two regular names whose labels agree (or conflict)."""
+        found = []
+        for names in self.groups.values():
+            labels = [_labels_from_name(name) for name in names]
+            if len(names) != 2 or None in labels:
+                continue
+            if (labels[0] == labels[1]) == labels_agree:
+                found.append(names)
+        return sorted(found)
+
+
+@dataclass
+class Sample:
+    """A copied subset of real UTKFace files (see the `utkface_sample` fixture)."""
+
+    dir: Path
+    files: list[str]
+    no_race: list[str] = field(default_factory=list)
+    typos: list[str] = field(default_factory=list)
+    odd_datetime: list[str] = field(default_factory=list)
+    agreeing_pairs: list[list[str]] = field(default_factory=list)
+    conflicting_pairs: list[list[str]] = field(default_factory=list)
+    plain: list[str] = field(default_factory=list)  # regular names with no byte-identical copy anywhere
+
+
+@pytest.fixture(scope="session")
+def utkface_dir() -> Path:
+    value = os.environ.get(ENV_DATASET, "")
+    if not value:
+        pytest.skip(f"{ENV_DATASET} is unset: point it at the UTKFace image folder to run the dataset tests")
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
+        pytest.skip(f"{ENV_DATASET}={value!r} is not a folder (missing or an archive); the dataset tests need the folder")
+    if not any(name.endswith(".jpg") for name in os.listdir(folder)):
+        pytest.skip(f"{ENV_DATASET}={value!r} holds no .jpg images")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def utkface_index(utkface_dir) -> UTKFaceIndex:
+    md5 = {}
+    for name in sorted(os.listdir(utkface_dir)):
+        md5[name] = hashlib.md5((utkface_dir / name).read_bytes()).hexdigest()
+    by_digest = collections.defaultdict(list)
+    for name, digest in md5.items():
+        by_digest[digest].append(name)
+    groups = {digest: sorted(names) for digest, names in by_digest.items() if len(names) > 1}
+    return UTKFaceIndex(utkface_dir, md5, groups)
+
+
+@pytest.fixture
+def utkface_sample(utkface_index, tmp_path):
+    """make(n, odd=True, pairs=2, name="sample") -> Sample: a deterministic subset of real files in tmp_path/name.
+
+    With `odd`, it holds the 5 irregular names of SOURCE.md and the 16/18-digit datetime names; with `pairs`,
+    that many byte-identical pairs whose labels agree and as many whose labels conflict. The rest (up to n
+    files in all) are regular names with no copy anywhere in the set, picked by a fixed seed.
+    """
+
+    def make(n: int, odd: bool = True, pairs: int = 2, name: str = "sample") -> Sample:
+        folder = tmp_path / name
+        folder.mkdir()
+        sample = Sample(dir=folder, files=[])
+        if odd:
+            sample.no_race = list(NO_RACE_NAMES)
+            sample.typos = list(TYPO_NAMES)
+            sample.odd_datetime = list(ODD_DATETIME_NAMES)
+        if pairs:
+            sample.agreeing_pairs = utkface_index.pairs(labels_agree=True)[:pairs]
+            sample.conflicting_pairs = utkface_index.pairs(labels_agree=False)[:pairs]
+        chosen = (sample.no_race + sample.typos + sample.odd_datetime
+                  + [f for pair in sample.agreeing_pairs + sample.conflicting_pairs for f in pair])
+        if len(chosen) > n:
+            raise ValueError(f"a sample of {n} cannot hold the {len(chosen)} special files")
+        duplicated = utkface_index.duplicated_names
+        candidates = sorted(f for f in utkface_index.md5 if f not in duplicated and f not in chosen
+                            and _labels_from_name(f) is not None and f not in TYPO_NAMES
+                            and f not in ODD_DATETIME_NAMES)
+        sample.plain = sorted(random.Random(20170116).sample(candidates, n - len(chosen)))
+        sample.files = sorted(chosen + sample.plain)
+        for f in sample.files:
+            shutil.copyfile(utkface_index.folder / f, folder / f)
+        return sample
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def real_label_table(utkface_dir):
+    """The whole real set through scan + deduplicate (a few seconds, once): a real-sized table for split/sample tests."""
+    from argml import labels
+
+    table, malformed = labels.scan(utkface_dir)
+    unique, report = labels.deduplicate(table)
+    return table, malformed, unique, report
+
+
+@pytest.fixture(scope="session")
+def aligned_sample(utkface_index, tmp_path_factory):
+    """40 real images (no duplicates), scanned, split and aligned to 160 px with FaceAligner.
+
+    Returns (split table with a `path` column, aligned folder); the raw copies sit in the folder's sibling.
+    """
+    from argml import faces, labels
+
+    raw = tmp_path_factory.mktemp("aligned-raw")
+    duplicated = utkface_index.duplicated_names
+    regular = sorted(n for n in utkface_index.md5 if n not in duplicated and n not in TYPO_NAMES
+                     and _labels_from_name(n) is not None)
+    for name in sorted(random.Random(3).sample(regular, 40)):
+        shutil.copyfile(utkface_index.folder / name, raw / name)
+    table = labels.split(labels.deduplicate(labels.scan(raw)[0])[0], 0.1, 0.1, seed=1)
+    out = tmp_path_factory.mktemp("aligned")
+    status = faces.align_files(table["file"].tolist(), raw, out, size=160, padding=0.25, workers=1)
+    assert set(status["status"]) <= {"aligned", "fallback"}
+    return labels.with_files(table, out), out

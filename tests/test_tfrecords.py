@@ -1,0 +1,155 @@
+"""argml.tfrecords: sharded records + manifest from real aligned faces, and the tf.data pipeline reading them."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from argml import augment, labels, tfrecords
+from argml.tfrecords import VARIANTS
+
+SHARD_SIZE = 10
+
+
+@pytest.fixture(scope="module")
+def written(aligned_sample, tmp_path_factory):
+    """The tfrecords stage on 40 real aligned faces + their augmented copies, with shards of 10 examples.
+
+    Returns (examples table, records folder). One split-table row has no aligned image (as if unreadable).
+    """
+    split_table, aligned_dir = aligned_sample
+    split_table = split_table.drop(columns="path")
+    train = labels.with_files(split_table[split_table["split"] == "train"], aligned_dir)
+    planned = augment.plan(train, race_target=1.0, exact_age_target=0.5, seed=7)
+    assert set(planned["purpose"]) == {"race", "exact_age"}
+    augmented = tmp_path_factory.mktemp("augmented")
+    augment.make_images(planned, aligned_dir, augmented, max_angle=10, noise_sigma=8)
+    planned.to_csv(augmented / "index.csv", index=False)
+
+    missing = split_table.iloc[[0]].assign(file="1_0_0_20990101000000000.jpg.chip.jpg", md5="0" * 32)
+    examples = tfrecords.examples_table(pd.concat([split_table, missing]), aligned_dir, augmented)
+    assert missing["file"].iloc[0] not in set(examples["file"])
+    assert len(examples) == len(split_table) + len(planned)
+
+    out = tmp_path_factory.mktemp("tfrecords")
+    manifest = tfrecords.write_all(examples, out, SHARD_SIZE)
+    assert manifest == tfrecords.read_manifest(out)
+    return examples, out
+
+
+def test_manifest_counts_equal_the_table(written):
+    examples, folder = written
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["shard_size"] == SHARD_SIZE
+    assert set(manifest["splits"]) == set(labels.SPLITS)
+    for split in labels.SPLITS:
+        rows = examples[examples["split"] == split]
+        info = manifest["splits"][split]
+        assert info["examples"] == len(rows) > 0
+        for name, code in VARIANTS.items():
+            assert info["per_variant"][name] == int((rows["variant"] == code).sum()), (split, name)
+        assert len(info["shards"]) == max(1, -(-len(rows) // SHARD_SIZE))
+        assert all((folder / shard).is_file() for shard in info["shards"])
+    assert manifest["splits"]["train"]["per_variant"]["exact_age"] > 0
+    assert manifest["splits"]["val"]["per_variant"] == {"original": len(examples[examples["split"] == "val"]),
+                                                         "race": 0, "exact_age": 0}
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["manifest.json"] + [s for info in manifest["splits"].values() for s in info["shards"]])
+
+
+def test_records_hold_the_exact_file_bytes(written):
+    examples, folder = written
+    tf = tfrecords._tf()
+    spec = {"image": tf.io.FixedLenFeature([], tf.string), "file": tf.io.FixedLenFeature([], tf.string)}
+    shards = [str(p) for p in sorted(folder.glob("*.tfrecord"))]
+    seen = {}
+    for record in tf.data.TFRecordDataset(shards):
+        parsed = tf.io.parse_single_example(record, spec)
+        seen[parsed["file"].numpy().decode()] = parsed["image"].numpy()
+    assert len(seen) == len(examples)
+    for row in examples.itertuples():
+        assert seen[row.file] == open(row.path, "rb").read(), row.file
+
+
+def test_batches_are_uint8_images_and_dict_targets(written):
+    _, folder = written
+    dataset = tfrecords.load_dataset(folder, "train", "binned", batch_size=8)
+    images, targets = next(iter(dataset))
+    assert images.dtype.name == "uint8"
+    assert tuple(images.shape) == (8, 160, 160, 3)
+    assert set(targets) == {"age", "race", "gender"}
+    assert all(tuple(value.shape) == (8,) for value in targets.values())
+    spec_images, _ = dataset.element_spec  # decode_jpeg leaves height and width dynamic; rank and channels are fixed
+    assert spec_images.shape.as_list()[0] is None and spec_images.shape.as_list()[3] == 3
+    assert spec_images.dtype.name == "uint8"
+
+
+@pytest.mark.parametrize("mode", ["binned", "exact"])
+@pytest.mark.parametrize("split", labels.SPLITS)
+def test_count_agrees_with_iterating(written, split, mode):
+    examples, folder = written
+    dataset = tfrecords.load_dataset(folder, split, mode, batch_size=7)
+    iterated = sum(int(images.shape[0]) for images, _ in dataset)
+    assert iterated == tfrecords.count(folder, split, mode)
+    rows = examples[examples["split"] == split]
+    if mode == "binned":
+        rows = rows[rows["variant"] != VARIANTS["exact_age"]]
+    assert iterated == len(rows)
+
+
+def test_binned_excludes_exact_age_copies_and_exact_keeps_them(written):
+    examples, folder = written
+    train = examples[examples["split"] == "train"]
+    binned = tfrecords.stack_labels(tfrecords.load_dataset(folder, "train", "binned", with_meta=True))
+    exact = tfrecords.stack_labels(tfrecords.load_dataset(folder, "train", "exact", with_meta=True))
+    binned_files = {f.decode() for f in binned["file"]}
+    exact_files = {f.decode() for f in exact["file"]}
+    assert exact_files == set(train["file"])
+    assert binned_files == set(train.loc[train["variant"] != VARIANTS["exact_age"], "file"])
+    assert all(f.startswith("aug-exact_age-") for f in exact_files - binned_files)
+    assert exact_files - binned_files
+
+
+@pytest.mark.parametrize("mode", ["binned", "exact"])
+@pytest.mark.parametrize("split", labels.SPLITS)
+def test_labels_read_back_equal_the_table(written, split, mode):
+    examples, folder = written
+    got = tfrecords.stack_labels(tfrecords.load_dataset(folder, split, mode, batch_size=5, with_meta=True))
+    back = pd.DataFrame({key: value for key, value in got.items()})
+    back["file"] = back["file"].map(bytes.decode)
+    assert back["file"].is_unique
+    rows = examples[examples["split"] == split]
+    if mode == "binned":
+        rows = rows[rows["variant"] != VARIANTS["exact_age"]]
+    merged = rows.merge(back, on="file", suffixes=("", "_read"), validate="one_to_one")
+    assert len(merged) == len(rows) == len(back)
+    age_column = "age_bin" if mode == "binned" else "age_class"
+    assert (merged["age_read"] == merged[age_column]).all()
+    assert (merged["age_years"] == merged["age"]).all()
+    assert (merged["age_bin_read"] == merged["age_bin"]).all()
+    assert (merged["race_read"] == merged["race"]).all()
+    assert (merged["gender_read"] == merged["gender"]).all()
+
+
+def test_held_out_splits_are_not_shuffled_and_train_is(written):
+    _, folder = written
+    order = lambda split, **kw: [f.decode() for f in tfrecords.stack_labels(  # noqa: E731
+        tfrecords.load_dataset(folder, split, batch_size=4, with_meta=True, **kw))["file"]]
+    assert order("test") == order("test")
+    assert order("train", seed=1) != order("train", seed=2)
+    assert sorted(order("train", seed=1)) == sorted(order("train", seed=2))
+
+
+def test_bad_split_or_mode_raises(written):
+    _, folder = written
+    with pytest.raises(ValueError):
+        tfrecords.load_dataset(folder, "holdout")
+    with pytest.raises(ValueError):
+        tfrecords.load_dataset(folder, "train", mode="years")
+
+
+def test_missing_manifest_says_what_to_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dvc repro tfrecords"):
+        tfrecords.read_manifest(tmp_path)
