@@ -104,6 +104,15 @@ class MlflowParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class LiveParams:
+    detector_confidence: float = 0.5  # YOLO face confidence threshold
+    detector_imgsz: int = 640  # YOLO input size (the shared int8 TFLite model is fixed at 640)
+    pool_window: int = 0  # average a person's answers over all observations (0) or the last N
+    forget_after: int = 15  # frames a person may be missing before their pool is reset
+    classify_interval: float = 0.0  # min seconds between two classifications of one person (0 = when free)
+
+
+@dataclasses.dataclass(frozen=True)
 class Params:
     data: DataParams = DataParams()
     download: DownloadParams = DownloadParams()
@@ -114,6 +123,7 @@ class Params:
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     mlflow: MlflowParams = MlflowParams()
+    live: LiveParams = LiveParams()
 
 
 def _check_type(where: str, value, expected):

@@ -114,6 +114,19 @@ def log_model(run_id: str, model_dir: str | Path, example_faces: np.ndarray, mod
     return version
 
 
+def load_classifier(uri: str):
+    """The Classifier inside a registered pyfunc model (e.g. models:/argml@champion)."""
+    configure()
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except mlflow.exceptions.MlflowException as error:
+        raise FileNotFoundError(
+            f"no model at {uri} in {mlflow.get_tracking_uri()}: train one with `dvc repro` (it registers "
+            f"`argml` with aliases binned, exact and champion), or pass --model path/to/model.keras "
+            f"({error.message.splitlines()[0]})") from error
+    return model.unwrap_python_model().classifier
+
+
 def set_champion(model_name: str, mode: str) -> int:
     """Point alias `champion` at the version that carries alias `mode`."""
     configure()

@@ -1,0 +1,104 @@
+"""Batch prediction: `python -m argml.predict PATH... --out preds.csv|preds.jsonl [--model URI|FILE]`.
+
+Images and folders (searched recursively) -> one row per face found: file, face index, box, detector
+confidence, and per task the label and its probability (plus the expected age in years). Faces are found by
+the YOLO face model and aligned as in training. Unreadable files are listed and counted, not fatal.
+"""
+
+from __future__ import annotations
+
+import argml.detect as detect  # first: torchvision must be imported before TensorFlow (see argml.detect)
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from argml.config import LiveParams, load_params  # noqa: E402
+from argml.files import IMAGE_SUFFIXES, atomic_path  # noqa: E402
+from argml.live import DEFAULT_MODEL, FaceClassifier  # noqa: E402
+
+COLUMNS = ["file", "face", "x1", "y1", "x2", "y2", "detector_confidence"]
+
+
+def image_paths(paths: list[str]) -> list[Path]:
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.exists():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{path} does not exist")
+    return found
+
+
+def predict_files(files: list[Path], classifier: FaceClassifier, face_detector) -> tuple[pd.DataFrame, list[str]]:
+    rows, unreadable = [], []
+    for path in tqdm(files, desc="predict", unit="img"):
+        image = cv2.imread(str(path))
+        if image is None or image.size == 0:
+            unreadable.append(str(path))
+            continue
+        faces = face_detector.detect(image)
+        if not faces:
+            continue
+        answers = classifier.classifier.predict(np.stack([
+            classifier.aligner.align(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), face.box) for face in faces]))
+        for index, (face, answer) in enumerate(zip(faces, answers.to_dict("records"))):
+            rows.append({"file": str(path), "face": index, **dict(zip(COLUMNS[2:6], (round(v, 1) for v in face.box))),
+                         "detector_confidence": round(face.confidence, 4), **answer})
+    return pd.DataFrame(rows, columns=None if rows else COLUMNS), unreadable
+
+
+def save(table: pd.DataFrame, out: str | Path) -> None:
+    out = Path(out)
+    with atomic_path(out) as staging:
+        if out.suffix == ".jsonl":
+            table.to_json(staging, orient="records", lines=True)
+        elif out.suffix == ".csv":
+            table.to_csv(staging, index=False)
+        else:
+            raise ValueError(f"--out must end in .csv or .jsonl, got {out.name!r}")
+
+
+def run(paths: list[str], out: str, model: str = DEFAULT_MODEL, detector: str | None = None,
+        params: str = "params.yaml") -> dict:
+    if Path(out).suffix not in (".csv", ".jsonl"):
+        raise ValueError(f"--out must end in .csv or .jsonl, got {Path(out).name!r}")
+    settings = load_params(params).live if Path(params).exists() else LiveParams()
+    face_detector = detect.FaceDetector(detect.resolve_detector(detector), settings.detector_confidence,
+                                        settings.detector_imgsz)
+    files = image_paths(paths)
+    table, unreadable = predict_files(files, FaceClassifier(model), face_detector)
+    save(table, out)
+    return {"images": len(files), "faces": len(table), "unreadable": unreadable}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m argml.predict", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="images and folders")
+    parser.add_argument("--out", required=True, help="preds.csv or preds.jsonl")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="models:/ URI (default %(default)s) or a .keras file")
+    parser.add_argument("--detector", help=f"YOLO face model path or URL (default ${detect.ENV_DETECTOR})")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    try:
+        summary = run(args.paths, args.out, args.model, args.detector, args.params)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"predict: {error}", file=sys.stderr)
+        return 2
+    for path in summary["unreadable"]:
+        print(f"predict: unreadable, skipped: {path}", file=sys.stderr)
+    print(f"predict: {summary['faces']} faces in {summary['images']} images "
+          f"({len(summary['unreadable'])} unreadable) -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
