@@ -1,8 +1,12 @@
-"""Benchmarks, run on this machine: `python -m argml.bench facenet [--runs 5]`.
+"""Benchmarks, run on this machine: `python -m argml.bench facenet|live [--runs 5]`.
 
 facenet: time to build the model and load its weights, cold (parsing the frozen graph) and from the cache,
 and forward throughput at batch 32 on real aligned UTKFace faces (or random images when ARGML_UTKFACE is
 unset). Prints every run and the median with min-max spread.
+
+live: end-to-end FPS of the headless live path (YOLO tracking + asynchronous classification + drawing) on
+640x480 videos of real UTKFace faces, with 1 and with 3 faces, and the per-face classification latency.
+Needs a trained model (`--model`, default models:/argml@champion) and ARGML_YOLO_FACE.
 """
 
 from __future__ import annotations
@@ -63,13 +67,41 @@ def bench_facenet(runs: int, batch_size: int = 32) -> None:
     print(f"forward, batch {batch_size}, {os.cpu_count()} CPUs: {_spread(rates, 'images/s')}")
 
 
+def bench_live(runs: int, model: str, frames: int = 150) -> None:
+    import argml.live as live  # first: it imports torchvision before TensorFlow
+    from pathlib import Path
+
+    from argml.synthetic import Person, make_video
+
+    folder = os.environ.get("ARGML_UTKFACE", "")
+    if not Path(folder).is_dir():
+        raise SystemExit("bench live needs ARGML_UTKFACE (real faces to put in the video)")
+    names = sorted(os.listdir(folder))
+    people = [Person(str(Path(folder) / names[i]), center, ((0, frames),))
+              for i, center in zip((5000, 9000, 15000), ((130, 240), (320, 240), (510, 240)))]
+    with tempfile.TemporaryDirectory() as scratch:
+        for count in (1, 3):
+            video = Path(scratch) / f"faces{count}.mp4"
+            make_video(video, people[:count], frames, fps=30)
+            rates, latencies = [], []
+            for _ in range(runs):
+                summary = live.run(str(video), model=model, headless=True)
+                rates.append(summary["fps"])
+                latencies += [seconds * 1000 for seconds in summary["classify_latency_per_face"]]
+            print(f"live, 640x480, {count} face(s), {frames} frames: {_spread(rates, 'FPS')}")
+            print(f"  classification per face: {_spread(latencies, 'ms')} over all batches")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["facenet"])
+    parser.add_argument("what", choices=["facenet", "live"])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--model", default="models:/argml@champion", help="live: the model to classify with")
     args = parser.parse_args()
     if args.what == "facenet":
         bench_facenet(args.runs)
+    else:
+        bench_live(args.runs, args.model)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,10 @@ import torchvision  # noqa: E402,F401
 import collections
 import hashlib
 import random
+import re
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,3 +188,65 @@ def aligned_sample(utkface_index, tmp_path_factory):
     status = faces.align_files(table["file"].tolist(), raw, out, size=160, padding=0.25, workers=1)
     assert set(status["status"]) <= {"aligned", "fallback"}
     return labels.with_files(table, out), out
+
+
+# --- the whole pipeline, once per session, on a copy of the repository --------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+DVC = Path(sys.executable).parent / "dvc"
+PIPELINE_LIMIT = 150
+# Small but real: every stage runs, both age modes train both phases.
+PIPELINE_PARAMS = {"data.limit": str(PIPELINE_LIMIT), "train.head_epochs": "3", "train.finetune_epochs": "1",
+                   "evaluate.bootstrap_rounds": "10"}
+
+
+def run(args, cwd, env, check=True, timeout=1200):
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    output = result.stdout + result.stderr
+    if check and result.returncode != 0:
+        pytest.fail(f"{' '.join(map(str, args))} failed ({result.returncode}):\n{output[-6000:]}")
+    return result, output
+
+
+def set_param(params: Path, dotted: str, value: str) -> None:
+    """Edit one `section.key` of params.yaml in place, comments kept."""
+    section, key = dotted.split(".")
+    text = params.read_text()
+    start = re.search(rf"(?m)^{section}:[ \t]*(#.*)?$", text)
+    assert start, f"section {section} not found in {params}"
+    head, body = text[:start.end()], text[start.end():]
+    end = re.search(r"(?m)^\S", body)
+    block, tail = (body[:end.start()], body[end.start():]) if end else (body, "")
+    block, count = re.subn(rf"(?m)^(  {key}:[ \t]*)[^ \t#\n]+", rf"\g<1>{value}", block, count=1)
+    assert count == 1, f"{dotted} not found in {params}"
+    params.write_text(head + block + tail)
+
+
+@pytest.fixture(scope="session")
+def pipeline_repo(utkface_dir, tmp_path_factory):
+    """(copy, env, output of `dvc repro`): the repository's tracked files in a fresh git repository with one
+    commit (DVC wants its SCM; `dvc params diff` a HEAD), small params, the real dataset. Stages import argml
+    from the copy; MLflow writes to the copy's mlflow.db."""
+    if not DVC.exists():
+        pytest.skip(f"no dvc next to {sys.executable}")
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    copy = tmp_path_factory.mktemp("repo")
+    tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, check=True).stdout
+    for name in filter(None, tracked.decode().split("\0")):
+        if (REPO / name).is_file():  # a tracked file deleted in the working tree is skipped
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, copy / name)
+    for dotted, value in PIPELINE_PARAMS.items():
+        set_param(copy / "params.yaml", dotted, value)
+
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    env.update({"ARGML_UTKFACE": str(utkface_dir), "PYTHONPATH": str(copy),
+                "PATH": f"{DVC.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+                "GIT_AUTHOR_NAME": "argml tests", "GIT_AUTHOR_EMAIL": "tests@example.invalid",
+                "GIT_COMMITTER_NAME": "argml tests", "GIT_COMMITTER_EMAIL": "tests@example.invalid"})
+    run(["git", "init", "-q"], copy, env)
+    run(["git", "add", "-A"], copy, env)
+    run(["git", "commit", "-q", "-m", "copy for the pipeline tests"], copy, env)
+    _, output = run([str(DVC), "repro"], copy, env)
+    return copy, env, output

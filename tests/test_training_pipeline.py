@@ -1,0 +1,167 @@
+"""End to end, model side: training, evaluation and MLflow of the session's `dvc repro` (conftest.pipeline_repo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from conftest import DVC, run, set_param
+
+pytestmark = pytest.mark.slow
+
+MODES = ("binned", "exact")
+METRIC_KEYS = {"gender": {"accuracy", "macro_f1"}, "race": {"accuracy", "macro_f1"},
+               "age": {"accuracy", "macro_f1", "bin_accuracy", "exact_accuracy", "mae", "cs5"}}
+
+
+@pytest.fixture(scope="module")
+def mlflow_client(pipeline_repo):
+    import mlflow
+
+    copy, _, _ = pipeline_repo
+    mlflow.set_tracking_uri(f"sqlite:///{copy / 'mlflow.db'}")
+    yield mlflow.MlflowClient()
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_metrics_files_have_every_key(pipeline_repo, mode):
+    copy, _, _ = pipeline_repo
+    report = copy / "reports" / mode
+    metrics = json.loads((report / "metrics.json").read_text())
+    for task, keys in METRIC_KEYS.items():
+        assert keys <= set(metrics[task]), (task, metrics[task])
+        assert all(0 <= metrics[task][k] <= 1 for k in keys - {"mae"})
+    assert set(metrics["groups"]) == {"race", "gender", "race_x_gender", "age_bin"}
+    assert {"race_accuracy_gap", "race_accuracy_worst", "age_mae_gap"} <= set(metrics["groups"]["race"])
+    for name in ("per_class.csv", "per_group.csv", "fairness.csv", "predictions.csv", "history.csv",
+                 "confusion_age.png", "confusion_race.png", "confusion_gender.png"):
+        assert (report / name).stat().st_size > 0, name
+    assert list((report / "tensorboard").rglob("events.out.tfevents.*")), "TensorBoard logs"
+    import pandas as pd
+
+    groups = pd.read_csv(report / "per_group.csv")
+    assert {"grouping", "group", "count", "metric", "value", "ci_low", "ci_high"} <= set(groups.columns)
+    history = pd.read_csv(report / "history.csv")
+    assert list(history["phase"].unique()) == ["heads", "finetune"]
+    assert {"val_age_accuracy", "val_race_accuracy", "val_gender_accuracy", "loss"} <= set(history.columns)
+
+
+def test_dvc_metrics_and_plots_commands_work(pipeline_repo):
+    copy, env, _ = pipeline_repo
+    _, shown = run([str(DVC), "metrics", "show", "--json"], copy, env)
+    assert "reports/binned/metrics.json" in shown and "reports/exact/metrics.json" in shown
+    _, plots = run([str(DVC), "plots", "show", "--json"], copy, env)
+    assert "Training curves (loss)" in plots
+
+
+def test_two_runs_with_the_same_metric_names(pipeline_repo, mlflow_client):
+    experiment = mlflow_client.get_experiment_by_name("argml")
+    runs = {run.info.run_name: run for run in mlflow_client.search_runs([experiment.experiment_id])}
+    assert set(MODES) <= set(runs)
+    names = {mode: set(runs[mode].data.metrics) for mode in MODES}
+    assert names["binned"] == names["exact"]
+    assert {"test.gender.accuracy", "test.race.accuracy", "test.age.bin_accuracy", "test.age.mae",
+            "val_loss"} <= names["binned"]
+    assert runs["binned"].data.params["data.limit"] == "150"
+    assert runs["exact"].data.tags["git_commit"] not in ("", "unknown")
+    history = mlflow_client.get_metric_history(runs["binned"].info.run_id, "val_loss")
+    assert len(history) == len({m.step for m in history}) >= 2, "one value per epoch"
+    artifacts = {a.path for a in mlflow_client.list_artifacts(runs["binned"].info.run_id, "evaluation")}
+    assert "evaluation/per_group.csv" in artifacts and "evaluation/confusion_race.png" in artifacts
+
+
+def test_registered_model_with_three_aliases(pipeline_repo, mlflow_client):
+    copy, _, _ = pipeline_repo
+    model = mlflow_client.get_registered_model("argml")
+    assert {"binned", "exact", "champion"} <= set(model.aliases)
+    champion = json.loads((copy / "reports" / "champion.json").read_text())
+    assert model.aliases["champion"] == model.aliases[champion["champion"]]
+
+
+@pytest.fixture(scope="module")
+def faces(pipeline_repo):
+    import cv2
+
+    copy, _, _ = pipeline_repo
+    names = sorted((copy / "data" / "aligned").iterdir())[:3]
+    return np.stack([cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in names])
+
+
+@pytest.mark.parametrize("alias", ["champion", "exact"])
+def test_pyfunc_predictions(pipeline_repo, mlflow_client, faces, alias):
+    import mlflow
+
+    model = mlflow.pyfunc.load_model(f"models:/argml@{alias}")
+    predictions = model.predict(faces)
+    assert len(predictions) == 3
+    age_classes = {"champion": None, "exact": 63}[alias]
+    for task, classes in (("gender", 2), ("race", 5), ("age", age_classes)):
+        probabilities = np.array(predictions[f"{task}_probabilities"].tolist())
+        if classes:
+            assert probabilities.shape == (3, classes)
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+        assert (predictions[f"{task}_probability"] == probabilities.max(axis=1)).all()
+    assert set(predictions["gender"]) <= {"male", "female"}
+
+
+def test_params_diff_shows_a_changed_param(pipeline_repo):
+    copy, env, _ = pipeline_repo
+    params = copy / "params.yaml"
+    original = params.read_text()
+    try:
+        set_param(params, "train.head_lr", "0.001")
+        _, diff = run([str(DVC), "params", "diff", "--json"], copy, env)
+        changes = json.loads(diff)["params.yaml"]
+        assert changes["train.head_lr"]["new"] == 0.001 and changes["train.head_lr"]["old"] == 0.003
+    finally:
+        params.write_text(original)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_mlflow_models_serve_answers_json(pipeline_repo, faces):
+    copy, env, _ = pipeline_repo
+    port = free_port()
+    server = subprocess.Popen(
+        [str(DVC.parent / "mlflow"), "models", "serve", "-m", "models:/argml@champion", "--env-manager", "local",
+         "-h", "127.0.0.1", "-p", str(port)],
+        cwd=copy, env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{copy / 'mlflow.db'}"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None:
+                    pytest.fail(f"server exited: {server.stdout.read()[-4000:]}")
+                time.sleep(1)
+        else:
+            pytest.fail("mlflow models serve did not answer /ping within 180 s")
+        body = json.dumps({"inputs": faces[:2].tolist()}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request, timeout=120).read())
+        rows = answer["predictions"]
+        assert len(rows) == 2
+        assert {"gender", "gender_probability", "race", "age", "age_years"} <= set(rows[0])
+        assert abs(sum(rows[0]["race_probabilities"]) - 1) < 1e-4
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
