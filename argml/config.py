@@ -83,7 +83,7 @@ class TrainParams:
     lr_factors: LrFactors = LrFactors()  # learning rate of each group = base rate x factor
     batch_size: int = 64
     head_epochs: int = 40  # phase 1: heads on the frozen backbone (early stopping ends it sooner)
-    head_lr: float = 0.003
+    head_lr: float = 0.001
     finetune_epochs: int = 2  # phase 2: backbone from features.from_block on, with the heads
     finetune_lr: float = 0.003
     patience: int = 4  # early stopping on validation loss

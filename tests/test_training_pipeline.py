@@ -117,10 +117,10 @@ def test_params_diff_shows_a_changed_param(pipeline_repo):
     params = copy / "params.yaml"
     original = params.read_text()
     try:
-        set_param(params, "train.head_lr", "0.001")
+        set_param(params, "train.head_lr", "0.0005")
         _, diff = run([str(DVC), "params", "diff", "--json"], copy, env)
         changes = json.loads(diff)["params.yaml"]
-        assert changes["train.head_lr"]["new"] == 0.001 and changes["train.head_lr"]["old"] == 0.003
+        assert changes["train.head_lr"]["new"] == 0.0005 and changes["train.head_lr"]["old"] == 0.001
     finally:
         params.write_text(original)
 
