@@ -34,7 +34,8 @@ def _example(tf, image_bytes: bytes, row) -> bytes:
                for name in INT_FEATURES}
     feature["image"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_bytes]))
     feature["file"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[row.file.encode()]))
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic: protobuf map order otherwise follows Python's per-process string hashing
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 def write_split(rows: pd.DataFrame, out_dir: Path, split: str, shard_size: int) -> list[str]:
