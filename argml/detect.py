@@ -36,7 +36,8 @@ class Face:
 
 
 def resolve_detector(source: str | None = None, sha256: str = "") -> Path:
-    """A local model file from a path or URL (downloaded once into the cache), or $ARGML_YOLO_FACE."""
+    """A local model file from a path or URL, or $ARGML_YOLO_FACE. A URL is downloaded once into the cache
+    (with a progress bar, retries, and the sha256 checked when given); later calls reuse the file."""
     source = source or os.environ.get(ENV_DETECTOR, "")
     if not source:
         raise FileNotFoundError(f"no face detector: pass --detector PATH_OR_URL or set {ENV_DETECTOR} to an "

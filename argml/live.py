@@ -280,11 +280,11 @@ def draw(frame: np.ndarray, people: list[Labelled], fps: float, latency: float |
 
 def run(source: str = "0", model: str = DEFAULT_MODEL, detector: str | None = None, headless: bool = False,
         output: str | None = None, jsonl: str | None = None, inline: bool = False, max_frames: int = 0,
-        params: str = "params.yaml") -> dict:
+        params: str = "params.yaml", detector_sha256: str = "") -> dict:
     """Run the demo; returns a summary (frames, unreadable frames, tracks, pool resets, fps, latencies)."""
     settings = load_params(params).live if Path(params).exists() else LiveParams()
-    face_detector = detect.FaceDetector(detect.resolve_detector(detector), settings.detector_confidence,
-                                        settings.detector_imgsz)
+    face_detector = detect.FaceDetector(detect.resolve_detector(detector, detector_sha256),
+                                        settings.detector_confidence, settings.detector_imgsz)
     frames, source_fps, stop_source = frame_source(source)
     engine = (InlineClassifier(model) if inline else ClassifierWorker(model)).open()
     pools = TrackPools(settings.pool_window, settings.forget_after)
@@ -372,6 +372,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="MLflow models:/ URI (default %(default)s) or a .keras file with model.json beside it")
     parser.add_argument("--detector", help=f"YOLO face model path or URL (default ${detect.ENV_DETECTOR})")
+    parser.add_argument("--detector-sha256", default="", help="expected sha256 of a --detector URL's download")
     parser.add_argument("--headless", action="store_true", help="no window (use with --output/--jsonl)")
     parser.add_argument("--output", help="write the annotated video here (.mp4)")
     parser.add_argument("--jsonl", help="write per-frame predictions here (.jsonl)")

@@ -67,12 +67,12 @@ def save(table: pd.DataFrame, out: str | Path) -> None:
 
 
 def run(paths: list[str], out: str, model: str = DEFAULT_MODEL, detector: str | None = None,
-        params: str = "params.yaml") -> dict:
+        params: str = "params.yaml", detector_sha256: str = "") -> dict:
     if Path(out).suffix not in (".csv", ".jsonl"):
         raise ValueError(f"--out must end in .csv or .jsonl, got {Path(out).name!r}")
     settings = load_params(params).live if Path(params).exists() else LiveParams()
-    face_detector = detect.FaceDetector(detect.resolve_detector(detector), settings.detector_confidence,
-                                        settings.detector_imgsz)
+    face_detector = detect.FaceDetector(detect.resolve_detector(detector, detector_sha256),
+                                        settings.detector_confidence, settings.detector_imgsz)
     files = image_paths(paths)
     table, unreadable = predict_files(files, FaceClassifier(model), face_detector)
     save(table, out)
@@ -86,10 +86,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="preds.csv or preds.jsonl")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="models:/ URI (default %(default)s) or a .keras file")
     parser.add_argument("--detector", help=f"YOLO face model path or URL (default ${detect.ENV_DETECTOR})")
+    parser.add_argument("--detector-sha256", default="", help="expected sha256 of a --detector URL's download")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     try:
-        summary = run(args.paths, args.out, args.model, args.detector, args.params)
+        summary = run(args.paths, args.out, args.model, args.detector, args.params, args.detector_sha256)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"predict: {error}", file=sys.stderr)
         return 2
