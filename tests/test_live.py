@@ -180,3 +180,39 @@ def test_track_pools_window_and_forgetting():
     assert pools.pooled(7) == (None, 0) and pools.resets == 1
     pools.add(7, {"gender": np.array([1.0, 0.0])})  # a late answer for someone who left is dropped
     assert pools.pooled(7) == (None, 0)
+
+
+def test_detector_url_is_downloaded_once_and_checked(detector, tmp_path, monkeypatch):
+    import hashlib
+    import http.server
+    import threading
+    from functools import partial
+
+    from argml import detect
+    from argml.download import ChecksumError
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "face.tflite").write_bytes(Path(detector).read_bytes())
+    digest = hashlib.sha256((served / "face.tflite").read_bytes()).hexdigest()
+    requests_seen = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            requests_seen.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("ARGML_CACHE", str(tmp_path / "cache"))
+    url = f"http://127.0.0.1:{server.server_port}/face.tflite"
+    try:
+        with pytest.raises(ChecksumError):
+            detect.resolve_detector(url, sha256="0" * 64)
+        assert not (tmp_path / "cache" / "detectors" / "face.tflite").exists()
+        first = detect.resolve_detector(url, sha256=digest)
+        second = detect.resolve_detector(url, sha256=digest)
+    finally:
+        server.shutdown()
+    assert first == second == tmp_path / "cache" / "detectors" / "face.tflite"
+    assert len(requests_seen) == 2, requests_seen  # the bad-checksum try and one good download
+    assert detect.FaceDetector(first).detect(np.zeros((480, 640, 3), np.uint8)) == []
