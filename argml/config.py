@@ -109,7 +109,7 @@ class LiveParams:
     detector_imgsz: int = 640  # YOLO input size (the shared int8 TFLite model is fixed at 640)
     pool_window: int = 0  # average a person's answers over all observations (0) or the last N
     forget_after: int = 15  # frames a person may be missing before their pool is reset
-    classify_interval: float = 0.0  # min seconds between two classifications of one person (0 = when free)
+    classify_interval: float = 0.25  # min seconds between two classifications of one person (0 = when free)
 
 
 @dataclasses.dataclass(frozen=True)
