@@ -66,7 +66,7 @@ class FaceDetector:
                                                      .expanduser() / "ultralytics"))
         from ultralytics import YOLO
 
-        self.model = YOLO(str(model_path), task="pose" if "face" in Path(model_path).name.lower() else None)
+        self.model = YOLO(str(model_path))  # the task (pose for 5-keypoint face models) comes from its metadata
         self.confidence, self.imgsz = confidence, imgsz
 
     @staticmethod
