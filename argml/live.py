@@ -35,6 +35,18 @@ DEFAULT_MODEL = "models:/argml@champion"
 TASKS = ("gender", "race", "age")
 
 
+# --- settings and the detector ---------------------------------------------------------------------------
+
+def live_settings(params: str = "params.yaml") -> LiveParams:
+    """The `live` section of `params` (defaults when there is no such file, e.g. outside the repository)."""
+    return load_params(params).live if Path(params).exists() else LiveParams()
+
+
+def open_detector(settings: LiveParams, detector: str | None = None, sha256: str = "") -> detect.FaceDetector:
+    return detect.FaceDetector(detect.resolve_detector(detector, sha256), settings.detector_confidence,
+                               settings.detector_imgsz)
+
+
 # --- the model --------------------------------------------------------------------------------------------
 
 def load_classifier(model: str):
@@ -282,9 +294,8 @@ def run(source: str = "0", model: str = DEFAULT_MODEL, detector: str | None = No
         output: str | None = None, jsonl: str | None = None, inline: bool = False, max_frames: int = 0,
         params: str = "params.yaml", detector_sha256: str = "") -> dict:
     """Run the demo; returns a summary (frames, unreadable frames, tracks, pool resets, fps, latencies)."""
-    settings = load_params(params).live if Path(params).exists() else LiveParams()
-    face_detector = detect.FaceDetector(detect.resolve_detector(detector, detector_sha256),
-                                        settings.detector_confidence, settings.detector_imgsz)
+    settings = live_settings(params)
+    face_detector = open_detector(settings, detector, detector_sha256)
     frames, source_fps, stop_source = frame_source(source)
     engine = (InlineClassifier(model) if inline else ClassifierWorker(model)).open()
     pools = TrackPools(settings.pool_window, settings.forget_after)

@@ -18,9 +18,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from argml.config import LiveParams, load_params  # noqa: E402
 from argml.files import IMAGE_SUFFIXES, atomic_path  # noqa: E402
-from argml.live import DEFAULT_MODEL, FaceClassifier  # noqa: E402
+from argml.live import DEFAULT_MODEL, FaceClassifier, live_settings, open_detector  # noqa: E402
 
 COLUMNS = ["file", "face", "x1", "y1", "x2", "y2", "detector_confidence"]
 
@@ -70,9 +69,7 @@ def run(paths: list[str], out: str, model: str = DEFAULT_MODEL, detector: str | 
         params: str = "params.yaml", detector_sha256: str = "") -> dict:
     if Path(out).suffix not in (".csv", ".jsonl"):
         raise ValueError(f"--out must end in .csv or .jsonl, got {Path(out).name!r}")
-    settings = load_params(params).live if Path(params).exists() else LiveParams()
-    face_detector = detect.FaceDetector(detect.resolve_detector(detector, detector_sha256),
-                                        settings.detector_confidence, settings.detector_imgsz)
+    face_detector = open_detector(live_settings(params), detector, detector_sha256)
     files = image_paths(paths)
     table, unreadable = predict_files(files, FaceClassifier(model), face_detector)
     save(table, out)
