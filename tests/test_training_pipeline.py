@@ -57,6 +57,7 @@ def test_dvc_metrics_and_plots_commands_work(pipeline_repo):
     copy, env, _ = pipeline_repo
     _, shown = run([str(DVC), "metrics", "show", "--json"], copy, env)
     assert "reports/binned/metrics.json" in shown and "reports/exact/metrics.json" in shown
+    assert "predictions.csv" not in shown, "per-face predictions are plot data, not metrics"
     _, plots = run([str(DVC), "plots", "show", "--json"], copy, env)
     assert "Training curves (loss)" in plots
 
