@@ -139,6 +139,44 @@ def _check_type(where: str, value, expected):
     raise ValueError(f"params: {where} must be {names}, got {value!r}")
 
 
+# Allowed values of numeric and string settings: checked where params are loaded, so a bad value stops
+# `dvc repro` in the `params` stage, before any stage's outputs are removed. (low, high): inclusive bounds,
+# None = open.
+RANGES = {
+    "data.limit": (0, None), "data.val_fraction": (0.01, 0.5), "data.test_fraction": (0.01, 0.5),
+    "align.size": (32, 1024), "align.padding": (0.0, 1.0), "align.upsample": (0, 3), "align.workers": (0, 256),
+    "augment.race_target": (0.0, 1.0), "augment.exact_age_target": (0.0, 1.0), "augment.max_angle": (0.0, 90.0),
+    "augment.noise_sigma": (0.0, 128.0), "augment.jpeg_quality": (1, 100),
+    "tfrecords.shard_size": (1, None), "features.batch_size": (1, 4096),
+    "train.hidden_units": (1, 65536), "train.dropout": (0.0, 0.95), "train.batch_size": (1, 4096),
+    "train.head_epochs": (0, 10000), "train.head_lr": (1e-8, 1.0), "train.finetune_epochs": (0, 10000),
+    "train.finetune_lr": (1e-8, 1.0), "train.patience": (1, 10000),
+    "train.loss_weights.age": (0.0, None), "train.loss_weights.race": (0.0, None),
+    "train.loss_weights.gender": (0.0, None), "train.lr_factors.age": (0.0, None),
+    "train.lr_factors.race": (0.0, None), "train.lr_factors.gender": (0.0, None),
+    "train.lr_factors.backbone": (0.0, None),
+    "evaluate.bootstrap_rounds": (0, 100000), "evaluate.confidence": (0.5, 0.999), "evaluate.batch_size": (1, 4096),
+    "live.detector_confidence": (0.01, 1.0), "live.detector_imgsz": (32, 4096), "live.pool_window": (0, None),
+    "live.forget_after": (1, None), "live.classify_interval": (0.0, 60.0),
+}
+CHOICES = {
+    "features.head_input": ("pooled", "bottleneck"),
+    "train.hidden_activation": ("linear", "relu"),
+    "mlflow.champion": ("binned", "exact"),
+}
+
+
+def _check_value(where: str, value):
+    if where in RANGES:
+        low, high = RANGES[where]
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ValueError(f"params: {where} must be {bounds}, got {value!r}")
+    if where in CHOICES and value not in CHOICES[where]:
+        raise ValueError(f"params: {where} must be one of {', '.join(CHOICES[where])}, got {value!r}")
+    return value
+
+
 def _build(cls, raw: dict | None, where: str):
     if raw is None:
         return cls()
@@ -156,7 +194,7 @@ def _build(cls, raw: dict | None, where: str):
         if dataclasses.is_dataclass(expected):
             values[name] = _build(expected, value, key(name))
         else:
-            values[name] = _check_type(key(name), value, expected)
+            values[name] = _check_value(key(name), _check_type(key(name), value, expected))
     return cls(**values)
 
 
@@ -164,7 +202,16 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"params file {path} not found; run from the repository root")
-    return _build(Params, yaml.safe_load(path.read_text()) or {}, "")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"params: {path} is not valid YAML: {error}") from error
+    if raw is not None and not isinstance(raw, dict):
+        raise ValueError(f"params: {path} must be a mapping of sections, got {type(raw).__name__}")
+    params = _build(Params, raw or {}, "")
+    if params.data.val_fraction + params.data.test_fraction >= 0.9:
+        raise ValueError("params: data.val_fraction + data.test_fraction must leave at least 10 % for training")
+    return params
 
 
 def flatten(params: Params) -> dict[str, object]:
@@ -180,3 +227,16 @@ def flatten(params: Params) -> dict[str, object]:
 
     walk("", params)
     return flat
+
+
+def check_params(path: str | Path = "params.yaml") -> Params:
+    """load_params plus the checks that need other modules: the FaceNet block exists, a weights path exists."""
+    params = load_params(path)
+    from argml import facenet  # imports Keras: only here, not for every load
+
+    facenet.block_index(params.features.from_block)  # ValueError naming the known blocks
+    weights = params.features.weights
+    if weights != facenet.CASIA_WEBFACE and not Path(weights).expanduser().is_file():
+        raise ValueError(f"params: features.weights must be {facenet.CASIA_WEBFACE!r} or an existing "
+                         f".pt file, got {weights!r}")
+    return params

@@ -124,3 +124,45 @@ def test_flatten_gives_dotted_keys_for_every_field():
     assert flat["align.size"] == 160
     assert flat["data.seed"] == 42
     assert all("." in key and not isinstance(value, dict) for key, value in flat.items())
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("data", "limit", -5, r"data\.limit must be at least 0"),
+    ("data", "test_fraction", 0.7, r"data\.test_fraction must be between"),
+    ("train", "dropout", 1.5, r"train\.dropout must be between"),
+    ("features", "batch_size", 0, r"features\.batch_size must be between"),
+    ("live", "detector_confidence", 0, r"live\.detector_confidence must be between"),
+    ("train", "hidden_activation", "tanh", r"train\.hidden_activation must be one of linear, relu"),
+    ("mlflow", "champion", "best", r"mlflow\.champion must be one of binned, exact"),
+])
+def test_out_of_range_values_are_refused_by_name(tmp_path, section, key, value, message):
+    with pytest.raises(ValueError, match=message):
+        load_params(write(tmp_path, {section: {key: value}}))
+
+
+def test_every_range_and_choice_names_a_real_setting():
+    from argml.config import CHOICES, RANGES
+
+    names = dict(leaf_fields(Params()))
+    assert set(RANGES) | set(CHOICES) <= set(names)
+    for name, (low, high) in RANGES.items():  # the defaults themselves are in range
+        assert (low is None or names[name] >= low) and (high is None or names[name] <= high), name
+    assert all(names[name] in choices for name, choices in CHOICES.items())
+
+
+def test_unknown_section_and_broken_yaml_are_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) trian"):
+        load_params(write(tmp_path, {"trian": {"head_lr": 0.1}}))
+    (tmp_path / "params.yaml").write_text("train: {head_lr: [\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_check_params_knows_facenet_blocks_and_weights(tmp_path):
+    from argml.config import check_params
+
+    assert check_params(REPO / "params.yaml").features.from_block == "Mixed_7a"
+    with pytest.raises(ValueError, match="unknown FaceNet block 'Mixed_9z'"):
+        check_params(write(tmp_path, {"features": {"from_block": "Mixed_9z"}}))
+    with pytest.raises(ValueError, match="features.weights"):
+        check_params(write(tmp_path, {"features": {"weights": str(tmp_path / "missing.pt")}}))

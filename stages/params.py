@@ -1,0 +1,30 @@
+"""Stage params: check all of PARAMS_YAML before any other stage runs.
+
+Every stage depends on CHECKED, so a typo, an unknown section or key, a wrong type or an out-of-range value
+stops `dvc repro` here, before DVC removes any stage's outputs. CHECKED's content never changes, so a valid
+edit reruns only the stages whose own params changed.
+"""
+
+import argparse
+
+from argml.config import check_params
+from argml.files import atomic_path, run_as_stage
+
+
+def main() -> None:
+    run_as_stage()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("params_yaml")
+    parser.add_argument("checked")
+    args = parser.parse_args()
+    try:
+        check_params(args.params_yaml)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"{error}\nparams: fix {args.params_yaml}; no stage ran and no output was removed")
+    with atomic_path(args.checked) as staging:
+        staging.write_text("params.yaml passed argml's checks\n")
+    print(f"params: {args.params_yaml} is valid")
+
+
+if __name__ == "__main__":
+    main()
