@@ -300,7 +300,6 @@ def load_torch_state_dict(model: keras.Model, state: dict[str, np.ndarray]) -> N
         return np.asarray(state[key], dtype=np.float32)
 
     for keras_name, prefix in torch_module_names(model).items():
-        layer = model.get_layer(keras_name)
         if f"{prefix}.bn.weight" in state or f"{prefix}.conv.weight" in state:
             bn = {part: take(f"{prefix}.bn.{part}") for part in ("weight", "bias", "running_mean", "running_var")}
             arrays = list(_fold(take(f"{prefix}.conv.weight"), bn))

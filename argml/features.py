@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from argml import facenet, tfrecords
+from argml.files import read_stage_json
 from argml.labels import SPLITS
 
 HEAD_INPUTS = {"pooled": "pooled", "bottleneck": "Bottleneck.BatchNorm"}
@@ -75,10 +76,7 @@ def cache_all(tfrecords_dir: str | Path, out_dir: str | Path, from_block: str, h
 
 
 def read_info(folder: str | Path) -> dict:
-    path = Path(folder) / "info.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `dvc repro features` first")
-    return json.loads(path.read_text())
+    return read_stage_json(Path(folder) / "info.json", "features")
 
 
 def load_split(folder: str | Path, split: str, mode: str) -> dict:

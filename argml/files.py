@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -25,11 +29,45 @@ def file_digest(path: str | Path, algorithm: str = "md5", chunk_size: int = 1 <<
     return digest.hexdigest()
 
 
+class Terminated(SystemExit):
+    """Raised in a stage process on SIGTERM, so that `with` blocks (staging folders, MLflow runs) clean up."""
+
+
+def _terminate(signum, frame):
+    raise Terminated(128 + signum)
+
+
+def run_as_stage() -> None:
+    """Call first in a DVC stage process: it then stops when its parent (dvc) dies, and SIGTERM (from the
+    parent's death or a user) unwinds it like Ctrl-C, removing its staging folders and closing its runs."""
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            _terminate(signal.SIGTERM, None)
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def remove_stale_staging(target: str | Path) -> list[Path]:
+    """Remove staging folders and files of `target` left by a killed process (`.<name>.<8 random chars>`)."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}")
+    stale = [path for path in target.parent.iterdir() if pattern.fullmatch(path.name)]
+    for path in stale:
+        print(f"removing stale staging {'folder' if path.is_dir() else 'file'} {path} (left by a killed run)",
+              file=sys.stderr)
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+    return stale
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | Path):
     """Yield a temporary folder beside `target`; it replaces `target` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(target)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield staging
@@ -47,6 +85,7 @@ def atomic_path(target: str | Path):
     """Yield a temporary file path beside `target`; it becomes `target` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(target)
     handle, staging = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     os.close(handle)
     try:
@@ -58,6 +97,32 @@ def atomic_path(target: str | Path):
     os.replace(staging, target)
 
 
+def read_stage_json(path: str | Path, stage: str) -> dict:
+    """A JSON file another stage writes, or FileNotFoundError saying which stage to run."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `dvc repro {stage}` first")
+    return json.loads(path.read_text())
+
+
 def write_json(path: str | Path, data) -> None:
     with atomic_path(path) as staging:
         staging.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_image(path: str | Path):
+    """BGR image of `path`, or None when it cannot be read whole: unreadable, not an image, or a JPEG cut
+    short (OpenCV would decode its missing part as grey and only print a warning)."""
+    import cv2
+    import numpy as np
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    if not data:
+        return None
+    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\0\r\n").endswith(b"\xff\xd9"):
+        return None  # a JPEG without its end-of-image marker: truncated
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return image if image is not None and image.size else None

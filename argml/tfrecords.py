@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from argml.files import read_stage_json
 from argml.labels import SPLITS, age_classes
 
 VARIANTS = {"original": 0, "race": 1, "exact_age": 2}
@@ -72,10 +73,7 @@ def write_all(table: pd.DataFrame, out_dir: str | Path, shard_size: int) -> dict
 
 
 def read_manifest(folder: str | Path) -> dict:
-    path = Path(folder) / "manifest.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `dvc repro tfrecords` first")
-    return json.loads(path.read_text())
+    return read_stage_json(Path(folder) / "manifest.json", "tfrecords")
 
 
 def count(folder: str | Path, split: str, mode: str = "binned") -> int:

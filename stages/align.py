@@ -11,10 +11,11 @@ import time
 
 from argml import faces, labels
 from argml.config import load_params
-from argml.files import atomic_dir, atomic_path, write_json
+from argml.files import atomic_dir, atomic_path, run_as_stage, write_json
 
 
 def main() -> None:
+    run_as_stage()
     parser = argparse.ArgumentParser(description=__doc__)
     for name in ("raw_dir", "split_table", "out_dir", "report_json", "flags_csv"):
         parser.add_argument(name)

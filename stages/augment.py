@@ -9,10 +9,11 @@ import argparse
 
 from argml import augment, labels
 from argml.config import load_params
-from argml.files import atomic_dir, write_json
+from argml.files import atomic_dir, run_as_stage, write_json
 
 
 def main() -> None:
+    run_as_stage()
     parser = argparse.ArgumentParser(description=__doc__)
     for name in ("split_table", "aligned_dir", "out_dir", "report_json"):
         parser.add_argument(name)

@@ -7,10 +7,11 @@ import argparse
 
 from argml import tracking
 from argml.config import load_params
-from argml.files import write_json
+from argml.files import run_as_stage, write_json
 
 
 def main() -> None:
+    run_as_stage()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out_json")
     args = parser.parse_args()

@@ -8,9 +8,11 @@ import argparse
 
 from argml import download
 from argml.config import load_params
+from argml.files import run_as_stage
 
 
 def main() -> None:
+    run_as_stage()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out_dir")
     args = parser.parse_args()

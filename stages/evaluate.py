@@ -15,10 +15,11 @@ import numpy as np
 from argml import evaluate, tfrecords, tracking
 from argml.classifier import Classifier
 from argml.config import load_params
-from argml.files import write_json
+from argml.files import run_as_stage, write_json
 
 
 def main() -> None:
+    run_as_stage()
     parser = argparse.ArgumentParser(description=__doc__)
     for name in ("mode", "model_dir", "tfrecords_dir", "report_dir"):
         parser.add_argument(name)
@@ -46,7 +47,7 @@ def main() -> None:
                                     report_dir / f"confusion_{task}.png")
 
     run_id = json.loads((model_dir / "run.json").read_text())["run_id"]
-    tracking.configure()
+    tracking.configure(create=True)
     tracking.log_test_metrics(run_id, evaluate.flatten_numeric(document))
     tracking.log_artifacts(run_id, [report_dir / name for name in (
         "metrics.json", "per_class.csv", "per_group.csv", "fairness.csv", "history.csv",

@@ -9,10 +9,11 @@ import time
 
 from argml import features
 from argml.config import load_params
-from argml.files import atomic_dir
+from argml.files import atomic_dir, run_as_stage
 
 
 def main() -> None:
+    run_as_stage()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("tfrecords_dir")
     parser.add_argument("out_dir")

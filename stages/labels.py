@@ -9,10 +9,11 @@ import argparse
 
 from argml import labels
 from argml.config import load_params
-from argml.files import write_json
+from argml.files import run_as_stage, write_json
 
 
 def main() -> None:
+    run_as_stage()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("raw_dir")
     parser.add_argument("split_table")

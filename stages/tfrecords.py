@@ -8,10 +8,11 @@ import argparse
 
 from argml import labels, tfrecords
 from argml.config import load_params
-from argml.files import atomic_dir
+from argml.files import atomic_dir, run_as_stage
 
 
 def main() -> None:
+    run_as_stage()
     parser = argparse.ArgumentParser(description=__doc__)
     for name in ("split_table", "aligned_dir", "augmented_dir", "out_dir"):
         parser.add_argument(name)
