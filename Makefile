@@ -11,6 +11,9 @@ endif
 ifneq ($(wildcard $(SHARED)/models/yolov8n-face_int8.tflite),)
 export ARGML_YOLO_FACE ?= $(abspath $(SHARED)/models/yolov8n-face_int8.tflite)
 endif
+ifneq ($(wildcard .cache/nginx/usr/sbin/nginx),)
+export ARGML_NGINX ?= $(CURDIR)/.cache/nginx/usr/sbin/nginx
+endif
 export ARGML_CACHE ?= $(CURDIR)/.cache
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.cache/ultralytics
 export YOLO_OFFLINE = 1

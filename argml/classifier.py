@@ -30,6 +30,22 @@ def predictions_table(probabilities: dict[str, np.ndarray], description: dict) -
     return pd.DataFrame(columns)
 
 
+def check_faces(faces, size: int) -> np.ndarray:
+    """Aligned RGB faces [B, size, size, 3] with integer values 0-255, as float32; ValueError otherwise
+    (images scaled to 0-1 would otherwise be read as black and answered with confident nonsense)."""
+    faces = np.asarray(faces)
+    if faces.ndim != 4 or faces.shape[1:] != (size, size, 3):
+        raise ValueError(f"the model wants aligned RGB faces of shape [N, {size}, {size}, 3], got {list(faces.shape)}")
+    if faces.dtype.kind not in "uif":
+        raise ValueError(f"the model wants numbers 0-255, got values of type {faces.dtype}")
+    if faces.size and (faces.min() < 0 or faces.max() > 255):
+        raise ValueError(f"the model wants pixel values 0-255, got {faces.min()}..{faces.max()}")
+    if faces.dtype.kind == "f" and not np.array_equal(faces, np.round(faces)):
+        raise ValueError("the model wants integer pixel values 0-255 (uint8 RGB), got fractions: images "
+                         "scaled to 0-1 must be given as 0-255")
+    return faces.astype(np.float32)
+
+
 class Classifier:
     def __init__(self, model_path: str | Path, description: dict | None = None):
         import keras

@@ -6,6 +6,7 @@ current folder (the repository root when run by DVC), with artifacts in `mlruns/
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -18,14 +19,28 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 import keras  # noqa: E402
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
-from mlflow.models import infer_signature  # noqa: E402
+import pandas as pd  # noqa: E402
+from mlflow.models import ModelSignature, infer_signature  # noqa: E402
+
+from argml.files import Terminated  # noqa: E402
 
 EXPERIMENT = "argml"
 
 
-def configure() -> str:
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
+def configure(create: bool = False) -> str:
+    """Point MLflow at $MLFLOW_TRACKING_URI, else ./mlflow.db. Only the pipeline (`create`) makes a new
+    store and the experiment; readers (live, predict) get FileNotFoundError instead of an empty mlflow.db."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        local = Path("mlflow.db").resolve()
+        if not create and not local.exists():
+            raise FileNotFoundError(f"no MLflow store: {local} does not exist and MLFLOW_TRACKING_URI is unset; "
+                                    "run from the repository after `dvc repro`, set MLFLOW_TRACKING_URI, or pass "
+                                    "--model path/to/model.keras")
+        uri = f"sqlite:///{local}"
     mlflow.set_tracking_uri(uri)
+    if not create:
+        return uri
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
         mlflow.create_experiment(EXPERIMENT, artifact_location=Path("mlruns").resolve().as_uri())
     mlflow.set_experiment(EXPERIMENT)
@@ -39,28 +54,54 @@ def git_commit() -> str:
         return "unknown"
 
 
-def start_run(mode: str, params: dict[str, object]) -> str:
-    """A new run named after the age mode, tagged with the git commit; params = flattened params.yaml."""
-    configure()
-    with mlflow.start_run(run_name=mode, tags={"age_mode": mode, "git_commit": git_commit(),
-                                               "mlflow.source.git.commit": git_commit()}) as run:
+@contextlib.contextmanager
+def training_run(mode: str, params: dict[str, object], resume_file: str | Path):
+    """An MLflow run that is open while its block runs: FINISHED if the block ends normally, KILLED on
+    SIGTERM/Ctrl-C, FAILED on an error. A run left open by a killed training (its id in `resume_file`) is
+    reopened instead of starting a new one, so a resumed training stays one run. Yields the run id."""
+    configure(create=True)
+    resume_file = Path(resume_file)
+    run_id = json.loads(resume_file.read_text())["run_id"] if resume_file.exists() else None
+    if run_id and _run_status(run_id) not in ("RUNNING", "KILLED", "FAILED"):
+        run_id = None
+    commit = git_commit()
+    if run_id:
+        run = mlflow.start_run(run_id=run_id)
+        print(f"MLflow: resuming run {run_id} ({mode})")
+    else:
+        run = mlflow.start_run(run_name=mode, tags={"age_mode": mode, "git_commit": commit,
+                                                    "mlflow.source.git.commit": commit})
         mlflow.log_params({key: str(value) for key, value in params.items()})
-        return run.info.run_id
+        resume_file.parent.mkdir(parents=True, exist_ok=True)
+        resume_file.write_text(json.dumps({"run_id": run.info.run_id}) + "\n")
+    try:
+        yield run.info.run_id
+    except (KeyboardInterrupt, Terminated):
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run("FINISHED")
 
 
-class EpochLogger(keras.callbacks.Callback):
-    """Logs every epoch's metrics to a run, numbering epochs across both training phases."""
+def _run_status(run_id: str) -> str | None:
+    try:
+        return mlflow.MlflowClient().get_run(run_id).info.status
+    except mlflow.exceptions.MlflowException:
+        return None
 
-    def __init__(self, run_id: str):
-        super().__init__()
-        self.run_id, self.step = run_id, 0
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.step += 1
-        metrics = {key: float(value) for key, value in (logs or {}).items() if np.isscalar(value)}
-        mlflow.MlflowClient().log_batch(self.run_id, metrics=[
-            mlflow.entities.Metric(key, value, int(time.time() * 1000), self.step)
-            for key, value in metrics.items()])
+def epoch_logger(run_id: str):
+    """on_epoch(step, logs) for argml.train: logs an epoch's scalar metrics at `step`."""
+    client = mlflow.MlflowClient()
+
+    def log(step: int, logs: dict) -> None:
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[mlflow.entities.Metric(key, float(value), now, step)
+                                          for key, value in logs.items() if np.isscalar(value)])
+
+    return log
 
 
 def log_artifacts(run_id: str, paths: list[str | Path], folder: str | None = None) -> None:
@@ -87,8 +128,15 @@ class ArgmlPyfunc(mlflow.pyfunc.PythonModel):
         description = json.loads(Path(context.artifacts["description"]).read_text())
         self.classifier = Classifier(context.artifacts["keras_model"], description)
 
-    def predict(self, context, model_input, params=None):
-        return self.classifier.predict(np.asarray(model_input))
+    def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
+        # np.ndarray: a hint MLflow accepts without inferring a schema from it (checks: check_faces)
+        from argml.classifier import check_faces
+
+        try:
+            faces = check_faces(model_input, self.classifier.input_size)
+        except ValueError as error:  # a 400 from `mlflow models serve`, not a confident answer
+            raise mlflow.exceptions.MlflowException.invalid_parameter_value(str(error)) from None
+        return self.classifier.predict(faces)
 
 
 def _requirements() -> list[str]:
@@ -103,12 +151,17 @@ def log_model(run_id: str, model_dir: str | Path, example_faces: np.ndarray, mod
     model_dir = Path(model_dir)
     example = example_faces.astype(np.uint8)
     output = Classifier(model_dir / "model.keras").predict(example)
+    # No input schema: with one, MLflow casts JSON input to its dtype (0-1 floats to uint8 zeros) before
+    # predict could refuse it; ArgmlPyfunc.predict checks shape and values itself (classifier.check_faces).
+    signature = ModelSignature(inputs=None, outputs=infer_signature(example, output).outputs)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model", python_model=ArgmlPyfunc(),
             artifacts={"keras_model": str(model_dir / "model.keras"), "description": str(model_dir / "model.json")},
-            signature=infer_signature(example, output), input_example=example,
-            pip_requirements=_requirements(), registered_model_name=model_name)
+            signature=signature, input_example=example, pip_requirements=_requirements(),
+            metadata={"input": "aligned RGB faces [N, 160, 160, 3], integers 0-255"},
+            code_paths=[str(Path(__file__).resolve().parent)],  # loads where argml is not installed
+            registered_model_name=model_name)
     version = int(info.registered_model_version)
     mlflow.MlflowClient().set_registered_model_alias(model_name, alias, version)
     return version
@@ -129,7 +182,7 @@ def load_classifier(uri: str):
 
 def set_champion(model_name: str, mode: str) -> int:
     """Point alias `champion` at the version that carries alias `mode`."""
-    configure()
+    configure(create=True)
     client = mlflow.MlflowClient()
     version = int(client.get_model_version_by_alias(model_name, mode).version)
     client.set_registered_model_alias(model_name, "champion", version)

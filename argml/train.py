@@ -9,9 +9,10 @@ weight histograms. The result is one Keras model from aligned RGB faces (0-255) 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import dataclasses
+import shutil
 from pathlib import Path
 
 import keras
@@ -47,22 +48,50 @@ class CachedBatches(keras.utils.PyDataset):
             self.order = self.rng.permutation(len(self.rows))
 
 
-def _callbacks(phase: str, checkpoint_dir: Path, log_dir: Path, patience: int, extra: list) -> list:
+def _callbacks(phase: str, checkpoint_dir: Path, log_dir: Path, patience: int, first_step: int,
+               on_epoch) -> list:
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
         keras.callbacks.BackupAndRestore(str(checkpoint_dir / phase)),
-        *extra,
+        keras.callbacks.CSVLogger(str(checkpoint_dir / f"{phase}.csv"), append=True),  # survives a kill
     ]
+    if on_epoch is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: on_epoch(first_step + epoch + 1, logs or {})))
     if keras.backend.backend() == "tensorflow":  # TensorBoard's writer is TensorFlow's
         callbacks.append(keras.callbacks.TensorBoard(str(log_dir / phase), histogram_freq=1, write_graph=False))
     return callbacks
 
 
-def _history(fit_result, phase: str, first_epoch: int) -> pd.DataFrame:
-    frame = pd.DataFrame(fit_result.history)
+def _phase_history(checkpoint_dir: Path, phase: str) -> pd.DataFrame:
+    """The epochs a phase finished, across interruptions: its CSV log, one row per epoch (the last wins)."""
+    path = checkpoint_dir / f"{phase}.csv"
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    frame = pd.read_csv(path).drop_duplicates("epoch", keep="last").sort_values("epoch")
     frame.insert(0, "phase", phase)
-    frame.insert(0, "epoch", range(first_epoch, first_epoch + len(frame)))
-    return frame
+    return frame.drop(columns="epoch").reset_index(drop=True)
+
+
+def _numbered(phases: list[pd.DataFrame]) -> pd.DataFrame:
+    history = pd.concat([frame for frame in phases if len(frame)], ignore_index=True)
+    history.insert(0, "epoch", range(1, len(history) + 1))
+    return history
+
+
+def prepare_checkpoints(checkpoint_dir: str | Path, fingerprint: dict) -> bool:
+    """Keep `checkpoint_dir` only if it was written for the same settings; -> True when resuming."""
+    checkpoint_dir = Path(checkpoint_dir)
+    marker = checkpoint_dir / "settings.json"
+    text = json.dumps(fingerprint, sort_keys=True, default=str)
+    if marker.exists() and marker.read_text() == text:
+        return True
+    if checkpoint_dir.exists():
+        print(f"train: removing checkpoints of other settings in {checkpoint_dir}")
+        shutil.rmtree(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True)
+    marker.write_text(text)
+    return False
 
 
 def age_values(train_labels: dict[str, np.ndarray], mode: str) -> list[float]:
@@ -75,10 +104,14 @@ def age_values(train_labels: dict[str, np.ndarray], mode: str) -> list[float]:
 
 
 def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: TrainParams,
-          checkpoint_dir: str | Path, log_dir: str | Path, callbacks: list | None = None,
+          checkpoint_dir: str | Path, log_dir: str | Path, on_epoch=None,
           describe: dict | None = None) -> pd.DataFrame:
     """Train both phases; write `model.keras` and `model.json` (classes, age values, the feature cache's
-    settings, plus `describe`, e.g. the alignment) into `model_dir`; return the history."""
+    settings, plus `describe`, e.g. the alignment) into `model_dir`; return the history.
+
+    A run killed part-way resumes from `checkpoint_dir` (see prepare_checkpoints): a finished heads phase is
+    not redone, fine-tuning goes on from its last finished epoch, and the history holds every finished epoch
+    once. `on_epoch(step, logs)` is called after every epoch, steps numbered across both phases."""
     features_dir, model_dir = Path(features_dir), Path(model_dir)
     checkpoint_dir, log_dir = Path(checkpoint_dir), Path(log_dir)
     keras.utils.set_random_seed(settings.seed)
@@ -95,12 +128,18 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: 
     # class into the saved model.
     head_input = keras.Input((train_split["head"].shape[1],), name="head_input")
     heads_model = keras.Model(head_input, heads(head_input), name="heads_only")
-    compile_model(heads_model, settings.head_lr, lr_factors, loss_weights)
-    phase1 = heads_model.fit(train_split["head"], train_split["targets"], batch_size=settings.batch_size,
-                       epochs=settings.head_epochs, validation_data=(val_split["head"], val_split["targets"]),
-                       callbacks=_callbacks("heads", checkpoint_dir, log_dir, settings.patience, callbacks or []),
-                       verbose=2)
-    history = [_history(phase1, "heads", 1)]
+    heads_done = checkpoint_dir / "heads.done.weights.h5"
+    if heads_done.exists():
+        heads_model.load_weights(heads_done)
+        print(f"train[{mode}]: resuming; the heads phase finished before ({heads_done})")
+    else:
+        compile_model(heads_model, settings.head_lr, lr_factors, loss_weights)
+        heads_model.fit(train_split["head"], train_split["targets"], batch_size=settings.batch_size,
+                        epochs=settings.head_epochs, validation_data=(val_split["head"], val_split["targets"]),
+                        callbacks=_callbacks("heads", checkpoint_dir, log_dir, settings.patience, 0, on_epoch),
+                        verbose=2)
+        heads_model.save_weights(heads_done)
+    heads_history = _phase_history(checkpoint_dir, "heads")
 
     # Phase 2: fine-tune from the cached block onward, with the heads.
     backbone = facenet.load_facenet(info["weights"])
@@ -115,11 +154,11 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: 
         compile_model(finetune_model, settings.finetune_lr, lr_factors, loss_weights)
         make = lambda split, shuffle: CachedBatches(split["lower"], split["index"], split["targets"],  # noqa: E731
                                                     settings.batch_size, shuffle, settings.seed)
-        phase2 = finetune_model.fit(make(train_split, True), validation_data=make(val_split, False),
-                                    epochs=settings.finetune_epochs, verbose=2,
-                                    callbacks=_callbacks("finetune", checkpoint_dir, log_dir, settings.patience,
-                                                         callbacks or []))
-        history.append(_history(phase2, "finetune", len(history[0]) + 1))
+        finetune_model.fit(make(train_split, True), validation_data=make(val_split, False),
+                           epochs=settings.finetune_epochs, verbose=2,
+                           callbacks=_callbacks("finetune", checkpoint_dir, log_dir, settings.patience,
+                                                len(heads_history), on_epoch))
+    history = _numbered([heads_history, _phase_history(checkpoint_dir, "finetune")])
 
     image = keras.Input((facenet.INPUT_SIZE, facenet.INPUT_SIZE, 3), name="image")
     model = keras.Model(image, heads(upper_features(lower(image))), name=f"argml_{mode}")
@@ -129,4 +168,5 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: 
                    "classes": {task: list(names) for task, names in class_names(mode).items()},
                    "age_values": age_values(train_split["labels"], mode), **info, **(describe or {})}
     (model_dir / "model.json").write_text(json.dumps(description, indent=2) + "\n")
-    return pd.concat(history, ignore_index=True)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # done: a later run starts afresh
+    return history

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
 
-from conftest import DVC, run, set_param
+from conftest import DVC, REPO, run, set_param
 
 pytestmark = pytest.mark.slow
 
@@ -99,8 +102,13 @@ def faces(pipeline_repo):
 def test_pyfunc_predictions(pipeline_repo, mlflow_client, faces, alias):
     import mlflow
 
-    model = mlflow.pyfunc.load_model(f"models:/argml@{alias}")
-    predictions = model.predict(faces)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = mlflow.pyfunc.load_model(f"models:/argml@{alias}")
+        predictions = model.predict(faces)
+    assert not [w for w in caught if "type hints" in str(w.message)], "MLflow's type-hint warning on every load"
     assert len(predictions) == 3
     age_classes = {"champion": None, "exact": 63}[alias]
     for task, classes in (("gender", 2), ("race", 5), ("age", age_classes)):
@@ -110,6 +118,43 @@ def test_pyfunc_predictions(pipeline_repo, mlflow_client, faces, alias):
         np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
         assert (predictions[f"{task}_probability"] == probabilities.max(axis=1)).all()
     assert set(predictions["gender"]) <= {"male", "female"}
+
+
+def test_pyfunc_refuses_images_scaled_to_0_1(pipeline_repo, mlflow_client, faces):
+    import mlflow
+
+    model = mlflow.pyfunc.load_model("models:/argml@champion")
+    with pytest.raises(mlflow.exceptions.MlflowException, match="0-255"):
+        model.predict(faces.astype(np.float32) / 255)
+    with pytest.raises(mlflow.exceptions.MlflowException, match="0-255"):
+        model.predict(faces.astype(np.float32) * 2)
+    as_floats = model.predict(faces.astype(np.float32))  # integer values in a float array are fine
+    assert as_floats["race"].tolist() == model.predict(faces)["race"].tolist()
+
+
+NO_ARGML = """
+import importlib.util, sys
+sys.meta_path = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
+sys.path_hooks = [h for h in sys.path_hooks if not getattr(h, "__module__", "").startswith("__editable__")]
+sys.path_importer_cache.clear()
+assert importlib.util.find_spec("argml") is None, "argml is still importable"
+import mlflow, numpy as np
+model = mlflow.pyfunc.load_model("models:/argml@champion")
+import argml
+print("argml from", argml.__file__)
+print("rows", len(model.predict(np.load(sys.argv[1]))))
+"""
+
+
+def test_registered_model_loads_where_argml_is_not_installed(pipeline_repo, faces, tmp_path):
+    copy, env, _ = pipeline_repo
+    np.save(tmp_path / "faces.npy", faces)
+    clean_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    clean_env["MLFLOW_TRACKING_URI"] = f"sqlite:///{copy / 'mlflow.db'}"
+    _, output = run([str(DVC.parent / "python"), "-c", NO_ARGML, str(tmp_path / "faces.npy")], tmp_path, clean_env)
+    assert "rows 3" in output
+    source = output.split("argml from ", 1)[1].splitlines()[0]
+    assert str(copy / "mlruns") in source and "/code/argml/" in source, source
 
 
 def test_params_diff_shows_a_changed_param(pipeline_repo):
@@ -131,7 +176,50 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_mlflow_models_serve_answers_json(pipeline_repo, faces):
+def nginx_binary() -> str:
+    found = os.environ.get("ARGML_NGINX") or shutil.which("nginx")
+    if not found:
+        pytest.skip("no nginx: set ARGML_NGINX (.ci/run unpacks Debian's nginx into .cache/nginx)")
+    return found
+
+
+def proxy_holds_the_body_limit(model_port: int, tmp_path, good_body: bytes) -> None:
+    """deploy/nginx-serve.conf in front of the model server: a 50 MB body gets 413, a real request an answer."""
+    proxy_port = free_port()
+    config = (REPO / "deploy" / "nginx-serve.conf").read_text()
+    config = config.replace("127.0.0.1:8080", f"127.0.0.1:{proxy_port}").replace(
+        "http://127.0.0.1:5001", f"http://127.0.0.1:{model_port}")
+    if os.geteuid() == 0:  # nginx's workers would switch to a user that cannot write the test's temp folder
+        config = config.replace("worker_processes 1;", "worker_processes 1;\nuser root;")
+    prefix = tmp_path / "nginx"
+    prefix.mkdir()
+    (prefix / "nginx.conf").write_text(config)
+    proxy = subprocess.Popen([nginx_binary(), "-p", str(prefix), "-e", "stderr", "-c", str(prefix / "nginx.conf")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{proxy_port}/invocations"
+        deadline = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{proxy_port}/ping", timeout=2)
+                break
+            except OSError:
+                if proxy.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"nginx did not start: {proxy.stdout.read() if proxy.poll() is not None else ''}")
+                time.sleep(0.2)
+        junk = urllib.request.Request(url, data=b"x" * (50 << 20), headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(junk, timeout=60)
+        assert refused.value.code == 413
+        assert len(refused.value.read()) < 10_000
+        good = urllib.request.Request(url, data=good_body, headers={"Content-Type": "application/json"})
+        assert len(json.loads(urllib.request.urlopen(good, timeout=120).read())["predictions"]) == 2
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=20)
+
+
+def test_mlflow_models_serve_answers_json(pipeline_repo, faces, tmp_path):
     copy, env, _ = pipeline_repo
     port = free_port()
     server = subprocess.Popen(
@@ -159,6 +247,16 @@ def test_mlflow_models_serve_answers_json(pipeline_repo, faces):
         assert len(rows) == 2
         assert {"gender", "gender_probability", "race", "age", "age_years"} <= set(rows[0])
         assert abs(sum(rows[0]["race_probabilities"]) - 1) < 1e-4
+
+        scaled = json.dumps({"inputs": (faces[:1] / 255).tolist()}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=scaled,
+                                         headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=120)
+        assert refused.value.code == 400
+        message = refused.value.read().decode()
+        assert "0-255" in message and len(message) < 20_000, message[:2000]
+        proxy_holds_the_body_limit(port, tmp_path, body)
     finally:
         server.terminate()
         try:
