@@ -1,7 +1,12 @@
 """Face detection and tracking with an Ultralytics YOLO face model: the only module importing ultralytics.
 
 The model comes from a path or URL (`--detector`, else $ARGML_YOLO_FACE); a URL is downloaded once into the
-cache folder and reused. YOLO pose face models (e.g. yolov8n-face) also give 5 keypoints per face.
+cache folder (keyed by the URL) and its sha256 is checked on every use. YOLO pose face models (e.g.
+yolov8n-face) also give 5 keypoints per face.
+
+Safety: `.onnx` and `.tflite` files hold no code. A `.pt` checkpoint is a pickle, which can run code when
+loaded, so it is always loaded with Ultralytics' restricted loading (`torch.load(weights_only=True)` and an
+allow-list of Ultralytics/torch classes); anything else in it is refused.
 
 Import order matters: TensorFlow imported before torchvision makes triton's start-up segfault in the same
 process, and Ultralytics imports torchvision lazily. Entry points therefore import this module (which
@@ -17,14 +22,18 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 os.environ.setdefault("YOLO_OFFLINE", "1")  # no start-up network probes
+os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"  # read when ultralytics is imported: .pt files load weights-only
 if "tensorflow" in sys.modules and "torchvision" not in sys.modules:
     raise ImportError("import argml.detect (torchvision) before TensorFlow/Keras: the other order crashes "
                       "in triton's start-up (see README, 'Live demo')")
 import torchvision  # noqa: E402,F401  (must precede TensorFlow; see the docstring)
 
+import hashlib  # noqa: E402
+
 import numpy as np  # noqa: E402
 
 ENV_DETECTOR = "ARGML_YOLO_FACE"
+FORMATS = (".onnx", ".tflite", ".pt")  # .pt: loaded weights-only (see the module docstring)
 
 
 @dataclass
@@ -36,25 +45,59 @@ class Face:
 
 
 def resolve_detector(source: str | None = None, sha256: str = "") -> Path:
-    """A local model file from a path or URL, or $ARGML_YOLO_FACE. A URL is downloaded once into the cache
-    (with a progress bar, retries, and the sha256 checked when given); later calls reuse the file."""
+    """A local model file from a path or URL, or $ARGML_YOLO_FACE.
+
+    A URL is downloaded once (progress bar, retries) into the cache, in a folder named after the URL, with
+    the file's sha256 recorded beside it. Every use checks the file against `sha256` when given, else against
+    the digest recorded at download, so a changed cache file is never used silently."""
     source = source or os.environ.get(ENV_DETECTOR, "")
     if not source:
         raise FileNotFoundError(f"no face detector: pass --detector PATH_OR_URL or set {ENV_DETECTOR} to an "
-                                "Ultralytics YOLO face model (.pt, .onnx or .tflite)")
+                                f"Ultralytics YOLO face model ({', '.join(FORMATS)})")
     if urlparse(source).scheme in ("http", "https"):
-        from argml.download import download_file
-        from argml.facenet import cache_dir
-
-        target = cache_dir() / "detectors" / Path(urlparse(source).path).name
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            download_file(source, target, sha256)
-        return target
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"face detector {path} not found")
+        path = _cached_download(source, sha256)
+    elif urlparse(source).scheme:
+        raise ValueError(f"face detector {source!r}: only http(s) URLs and local paths are supported")
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"face detector {path} not found")
+        if sha256:
+            _check_digest(path, sha256)
+    if path.suffix.lower() not in FORMATS:
+        raise ValueError(f"face detector {path.name}: use an Ultralytics YOLO model in one of {', '.join(FORMATS)}")
     return path
+
+
+def _check_digest(path: Path, sha256: str) -> None:
+    from argml.download import ChecksumError
+    from argml.files import file_digest
+
+    actual = file_digest(path, "sha256")
+    if actual != sha256.lower():
+        raise ChecksumError(f"sha256 of face detector {path} is {actual}, expected {sha256.lower()}")
+
+
+def _cached_download(url: str, sha256: str) -> Path:
+    import requests
+
+    from argml.download import download_file
+    from argml.facenet import cache_dir
+
+    folder = cache_dir() / "detectors" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    target = folder / (Path(urlparse(url).path).name or "detector")
+    recorded = target.with_name(target.name + ".sha256")
+    if not (target.is_file() and recorded.is_file()):
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            download_file(url, target, sha256)
+        except requests.RequestException as error:
+            raise RuntimeError(f"face detector {url} could not be downloaded: {error}") from None
+        from argml.files import file_digest
+
+        recorded.write_text(file_digest(target, "sha256") + "\n")
+    _check_digest(target, sha256 or recorded.read_text().strip())
+    return target
 
 
 class FaceDetector:
@@ -65,8 +108,18 @@ class FaceDetector:
         os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(os.environ.get("ARGML_CACHE", "~/.cache/argml"))
                                                      .expanduser() / "ultralytics"))
         from ultralytics import YOLO
+        from ultralytics.nn import tasks
 
-        self.model = YOLO(str(model_path))  # the task (pose for 5-keypoint face models) comes from its metadata
+        model_path = Path(model_path)
+        if model_path.suffix.lower() == ".pt" and not tasks.SAFE_LOAD:
+            raise RuntimeError("ultralytics was imported before argml.detect, without restricted .pt loading; "
+                               "set ULTRALYTICS_SAFE_LOAD=1 or use an .onnx/.tflite detector")
+        try:  # the task (pose for 5-keypoint face models) comes from the model's metadata
+            self.model = YOLO(str(model_path))
+        except Exception as error:  # noqa: BLE001 (Ultralytics raises many kinds for a bad file)
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(f"face detector {model_path} could not be loaded as an Ultralytics YOLO model "
+                             f"(refused or damaged: {first_line})") from None
         self.confidence, self.imgsz = confidence, imgsz
 
     @staticmethod

@@ -17,7 +17,9 @@ import argml.detect as detect  # first: torchvision must be imported before Tens
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import queue  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -28,7 +30,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from argml.config import LiveParams, load_params  # noqa: E402
-from argml.files import IMAGE_SUFFIXES  # noqa: E402
+from argml.files import IMAGE_SUFFIXES, read_image  # noqa: E402
 from argml.pooling import TrackPools  # noqa: E402
 
 DEFAULT_MODEL = "models:/argml@champion"
@@ -231,11 +233,11 @@ def frame_source(source: str):
         images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             raise FileNotFoundError(f"no images in {path}")
-        return (cv2.imread(str(p)) for p in images), None, lambda: None
+        return (read_image(p) for p in images), None, lambda: None
     if not path.exists():
         raise FileNotFoundError(f"source {source!r} is neither a camera index, a file nor a folder")
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return iter([cv2.imread(str(path))]), None, lambda: None
+        return iter([read_image(path)]), None, lambda: None
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise RuntimeError(f"cannot open video {path}")
@@ -290,20 +292,53 @@ def draw(frame: np.ndarray, people: list[Labelled], fps: float, latency: float |
 
 # --- the loop ---------------------------------------------------------------------------------------------
 
+def check_writable(path: str | None, suffixes: tuple[str, ...], option: str) -> None:
+    """Fail before any work when an output cannot be written, instead of after it (or silently)."""
+    if not path:
+        return
+    target = Path(path)
+    if target.suffix.lower() not in suffixes:
+        raise ValueError(f"{option} must end in {' or '.join(suffixes)}, got {target.name!r}")
+    if target.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give a file name")
+    existing = target.parent.absolute()
+    while not existing.exists() and existing != existing.parent:  # missing folders are made when writing
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{option} {path}: cannot write there ({existing} is a file, not a folder)")
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"{option} {path}: cannot write there ({existing} is not writable)")
+
+
+def _interrupt_on_sigterm():
+    """SIGTERM ends the loop like Ctrl-C, so the video file is finished and playable. -> the old handler."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        return signal.signal(signal.SIGTERM, interrupt)
+    return None
+
+
 def run(source: str = "0", model: str = DEFAULT_MODEL, detector: str | None = None, headless: bool = False,
         output: str | None = None, jsonl: str | None = None, inline: bool = False, max_frames: int = 0,
         params: str = "params.yaml", detector_sha256: str = "") -> dict:
     """Run the demo; returns a summary (frames, unreadable frames, tracks, pool resets, fps, latencies)."""
+    check_writable(output, (".mp4",), "--output")
+    check_writable(jsonl, (".jsonl",), "--jsonl")
     settings = live_settings(params)
     face_detector = open_detector(settings, detector, detector_sha256)
     frames, source_fps, stop_source = frame_source(source)
     engine = (InlineClassifier(model) if inline else ClassifierWorker(model)).open()
     pools = TrackPools(settings.pool_window, settings.forget_after)
     writer, writer_size = None, None
+    if jsonl:
+        Path(jsonl).parent.mkdir(parents=True, exist_ok=True)
     records = open(jsonl, "w") if jsonl else None
     summary = {"frames": 0, "unreadable_frames": 0, "tracks": set(), "classified_faces": 0}
     fps, start = 0.0, time.perf_counter()
     last = start
+    previous_sigterm = _interrupt_on_sigterm()
     try:
         for frame in frames:
             if frame is None or frame.size == 0:
@@ -339,8 +374,11 @@ def run(source: str = "0", model: str = DEFAULT_MODEL, detector: str | None = No
                 records.write(json.dumps(frame_record(index, source_fps, now - start, people)) + "\n")
             if output:
                 if writer is None:
+                    Path(output).parent.mkdir(parents=True, exist_ok=True)
                     writer_size = (frame.shape[1], frame.shape[0])
                     writer = cv2.VideoWriter(output, cv2.VideoWriter_fourcc(*"mp4v"), source_fps or 15, writer_size)
+                    if not writer.isOpened():
+                        raise RuntimeError(f"cannot write the video {output} (OpenCV's mp4 writer refused it)")
                 writer.write(frame if (frame.shape[1], frame.shape[0]) == writer_size else cv2.resize(frame, writer_size))
             if not headless:
                 cv2.imshow("argml (q quits)", frame)
@@ -351,6 +389,8 @@ def run(source: str = "0", model: str = DEFAULT_MODEL, detector: str | None = No
     except KeyboardInterrupt:
         pass
     finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         stop_source()
         engine.stop()
         if writer:
@@ -397,11 +437,14 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         summary = run(**vars(args))
-    except (FileNotFoundError, RuntimeError, ValueError) as error:
+    except (OSError, RuntimeError, ValueError) as error:
         print(f"live: {error}", file=sys.stderr)
         return 2
     print(f"live: {summary['frames']} frames ({summary['unreadable_frames']} unreadable), "
           f"{len(summary['tracks'])} people tracked, {summary['fps']:.1f} FPS")
+    if summary["frames"] == 0:
+        print(f"live: no frame of {args.source} could be read (a damaged or unsupported file?)", file=sys.stderr)
+        return 1
     return 0
 
 

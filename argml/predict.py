@@ -18,8 +18,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from argml.files import IMAGE_SUFFIXES, atomic_path  # noqa: E402
-from argml.live import DEFAULT_MODEL, FaceClassifier, live_settings, open_detector  # noqa: E402
+from argml.files import IMAGE_SUFFIXES, atomic_path, read_image  # noqa: E402
+from argml.live import DEFAULT_MODEL, FaceClassifier, check_writable, live_settings, open_detector  # noqa: E402
 
 COLUMNS = ["file", "face", "x1", "y1", "x2", "y2", "detector_confidence"]
 
@@ -39,8 +39,8 @@ def image_paths(paths: list[str]) -> list[Path]:
 def predict_files(files: list[Path], classifier: FaceClassifier, face_detector) -> tuple[pd.DataFrame, list[str]]:
     rows, unreadable = [], []
     for path in tqdm(files, desc="predict", unit="img"):
-        image = cv2.imread(str(path))
-        if image is None or image.size == 0:
+        image = read_image(path)
+        if image is None:
             unreadable.append(str(path))
             continue
         faces = face_detector.detect(image)
@@ -67,8 +67,7 @@ def save(table: pd.DataFrame, out: str | Path) -> None:
 
 def run(paths: list[str], out: str, model: str = DEFAULT_MODEL, detector: str | None = None,
         params: str = "params.yaml", detector_sha256: str = "") -> dict:
-    if Path(out).suffix not in (".csv", ".jsonl"):
-        raise ValueError(f"--out must end in .csv or .jsonl, got {Path(out).name!r}")
+    check_writable(out, (".csv", ".jsonl"), "--out")
     face_detector = open_detector(live_settings(params), detector, detector_sha256)
     files = image_paths(paths)
     table, unreadable = predict_files(files, FaceClassifier(model), face_detector)
@@ -88,7 +87,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         summary = run(args.paths, args.out, args.model, args.detector, args.params, args.detector_sha256)
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError) as error:
         print(f"predict: {error}", file=sys.stderr)
         return 2
     for path in summary["unreadable"]:
