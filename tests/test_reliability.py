@@ -32,16 +32,18 @@ def wait_for(predicate, timeout: float, process: subprocess.Popen | None = None)
     pytest.fail("timed out")
 
 
-def processes_running(fragment: str) -> list[int]:
+def processes_running(fragment: str, cwd: Path) -> list[int]:
+    """Live processes whose command line holds `fragment` and that run in `cwd` (this test's copy only)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
                 state = (entry / "stat").read_text().split()[2]
+                where = Path(os.readlink(entry / "cwd"))
             except OSError:
                 continue
-            if fragment in cmdline and state != "Z":
+            if fragment in cmdline and state != "Z" and where == cwd:
                 found.append(int(entry.name))
     return found
 
@@ -81,13 +83,12 @@ def test_sigterm_to_dvc_stops_the_stage_and_removes_its_staging(pipeline_repo):
         wait_for(lambda: staging() and list(staging()[0].glob("*.npy")), 180, dvc)
         dvc.send_signal(signal.SIGTERM)
         dvc.wait(timeout=30)
-        stage = f"stages/features.py data/tfrecords"
-        wait_for(lambda: not processes_running(stage), 30)
+        wait_for(lambda: not processes_running("stages/features.py", copy), 30)
         wait_for(lambda: not staging(), 30)
     finally:
         if dvc.poll() is None:
             dvc.kill()
-        for pid in processes_running("stages/features.py data/tfrecords"):
+        for pid in processes_running("stages/features.py", copy):
             os.kill(pid, signal.SIGKILL)
     run([str(DVC), "repro", "--single-item", "features"], copy, env)  # leave the copy whole for later tests
     assert (copy / "data" / "features" / "info.json").exists()
