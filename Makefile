@@ -1,4 +1,5 @@
 # `make`: set up the virtual environment and run the whole pipeline (dvc repro).  `make test`: the tests.
+# `make stack-up` / `make stack-down`: the team stack (PostgreSQL, S3, MLflow server) on 127.0.0.1.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -21,14 +22,16 @@ export MLFLOW_DISABLE_TELEMETRY = true
 export TF_CPP_MIN_LOG_LEVEL = 2
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all setup repro test
+STACK_DIR ?= .stack
+
+.PHONY: all setup repro test stack-up stack-down
 all: setup repro
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=24"
-	$(BIN)/pip install --quiet -c requirements.lock -e '.[test]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[test,team]'
 	touch $@
 
 repro: setup
@@ -36,3 +39,9 @@ repro: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+stack-up: setup
+	$(BIN)/python -m argml.stack up --dir $(STACK_DIR) $(if $(STACK_PORTS),--ports $(STACK_PORTS))
+
+stack-down:
+	$(BIN)/python -m argml.stack down --dir $(STACK_DIR)

@@ -88,6 +88,7 @@ class TrainParams:
     finetune_lr: float = 0.003
     patience: int = 4  # early stopping on validation loss
     seed: int = 0
+    distribute: str = "none"  # "mirrored": tf.distribute.MirroredStrategy over this host's GPUs (or CPUs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +163,7 @@ RANGES = {
 CHOICES = {
     "features.head_input": ("pooled", "bottleneck"),
     "train.hidden_activation": ("linear", "relu"),
+    "train.distribute": ("none", "mirrored"),
     "mlflow.champion": ("binned", "exact"),
 }
 

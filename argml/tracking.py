@@ -7,11 +7,13 @@ current folder (the repository root when run by DVC), with artifacts in `mlruns/
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import json
 import os
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -22,9 +24,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from mlflow.models import ModelSignature, infer_signature  # noqa: E402
 
-from argml.files import Terminated  # noqa: E402
+from argml.files import Terminated, file_digest  # noqa: E402
 
 EXPERIMENT = "argml"
+# MLflow 3's UI opens an experiment of this kind on its training runs, not on the GenAI (traces) overview.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def configure(create: bool = False) -> str:
@@ -41,8 +45,14 @@ def configure(create: bool = False) -> str:
     mlflow.set_tracking_uri(uri)
     if not create:
         return uri
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-        mlflow.create_experiment(EXPERIMENT, artifact_location=Path("mlruns").resolve().as_uri())
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        # A server keeps (or proxies) artifacts where it was told to; the local store keeps them in ./mlruns.
+        location = None if uri.startswith(("http://", "https://")) else Path("mlruns").resolve().as_uri()
+        mlflow.create_experiment(EXPERIMENT, artifact_location=location, tags=EXPERIMENT_TAGS)
+    elif any(experiment.tags.get(key) != value for key, value in EXPERIMENT_TAGS.items()):
+        for key, value in EXPERIMENT_TAGS.items():
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
     mlflow.set_experiment(EXPERIMENT)
     return uri
 
@@ -69,8 +79,10 @@ def training_run(mode: str, params: dict[str, object], resume_file: str | Path):
         run = mlflow.start_run(run_id=run_id)
         print(f"MLflow: resuming run {run_id} ({mode})")
     else:
-        run = mlflow.start_run(run_name=mode, tags={"age_mode": mode, "git_commit": commit,
-                                                    "mlflow.source.git.commit": commit})
+        tags = {"age_mode": mode, "git_commit": commit, "mlflow.source.git.commit": commit}
+        if os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run`: the same name in `dvc exp show`
+            tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+        run = mlflow.start_run(run_name=mode, tags=tags)
         mlflow.log_params({key: str(value) for key, value in params.items()})
         resume_file.parent.mkdir(parents=True, exist_ok=True)
         resume_file.write_text(json.dumps({"run_id": run.info.run_id}) + "\n")
@@ -102,6 +114,21 @@ def epoch_logger(run_id: str):
                                           for key, value in logs.items() if np.isscalar(value)])
 
     return log
+
+
+def log_missing_epochs(run_id: str, history: pd.DataFrame) -> int:
+    """Logs the epochs of `history` (the CSV logs, which survive a kill) that the run lacks: a kill between
+    the CSV row and the MLflow call would otherwise leave a hole in the curves. Returns how many were added."""
+    client = mlflow.MlflowClient()
+    metric_names = [name for name in history.columns if name not in ("epoch", "phase")]
+    logged = {name: {m.step for m in client.get_metric_history(run_id, name)} for name in metric_names}
+    now = int(time.time() * 1000)
+    missing = [mlflow.entities.Metric(name, float(row[name]), now, int(row["epoch"]))
+               for _, row in history.iterrows() for name in metric_names
+               if int(row["epoch"]) not in logged[name] and pd.notna(row[name])]
+    for start in range(0, len(missing), 1000):  # log_batch takes at most 1000 metrics
+        client.log_batch(run_id, metrics=missing[start:start + 1000])
+    return len(missing)
 
 
 def log_artifacts(run_id: str, paths: list[str | Path], folder: str | None = None) -> None:
@@ -163,8 +190,50 @@ def log_model(run_id: str, model_dir: str | Path, example_faces: np.ndarray, mod
             code_paths=[str(Path(__file__).resolve().parent)],  # loads where argml is not installed
             registered_model_name=model_name)
     version = int(info.registered_model_version)
-    mlflow.MlflowClient().set_registered_model_alias(model_name, alias, version)
+    client = mlflow.MlflowClient()
+    # Provenance: `dvc pull` brings data/models/<mode>; these tags let anyone check it is this version.
+    for key, value in {"git_commit": git_commit(), "age_mode": alias, "model_sha256": model_digest(model_dir)}.items():
+        client.set_model_version_tag(model_name, str(version), key, value)
+    client.set_registered_model_alias(model_name, alias, version)
     return version
+
+
+def model_digest(model_dir: str | Path) -> str:
+    """sha256 over the files that make a trained model: model.keras and model.json."""
+    model_dir = Path(model_dir)
+    parts = [file_digest(model_dir / name, "sha256") for name in ("model.keras", "model.json")]
+    return hashlib.sha256(" ".join(parts).encode()).hexdigest()
+
+
+def _registered_version(uri: str):
+    """The model version a models:/NAME@ALIAS or models:/NAME/VERSION URI names; None for other URIs."""
+    if not uri.startswith("models:/"):
+        return None
+    name, _, selector = uri[len("models:/"):].partition("@")
+    client = mlflow.MlflowClient()
+    if selector:
+        return client.get_model_version_by_alias(name, selector)
+    name, _, number = name.partition("/")
+    return client.get_model_version(name, number) if number.isdigit() else None
+
+
+def local_model_mismatch(uri: str, models_dir: str | Path = "data/models") -> str | None:
+    """A warning when the pipeline's local model of the same age mode (e.g. from `dvc pull`) is not the
+    registered version `uri` names; None when they match or there is nothing to compare."""
+    try:
+        version = _registered_version(uri)
+    except mlflow.exceptions.MlflowException:
+        return None
+    if version is None or "model_sha256" not in version.tags:
+        return None
+    local = Path(models_dir) / version.tags.get("age_mode", "")
+    if not (local / "model.keras").exists() or not (local / "model.json").exists():
+        return None
+    if model_digest(local) == version.tags["model_sha256"]:
+        return None
+    return (f"{local} is not the model {uri} names (version {version.version}, git commit "
+            f"{version.tags.get('git_commit', '?')[:12]}): the registry and this checkout's DVC outputs differ; "
+            f"`dvc pull` at that commit, or pass --model {local}/model.keras to use the local one")
 
 
 def load_classifier(uri: str):
@@ -177,6 +246,9 @@ def load_classifier(uri: str):
             f"no model at {uri} in {mlflow.get_tracking_uri()}: train one with `dvc repro` (it registers "
             f"`argml` with aliases binned, exact and champion), or pass --model path/to/model.keras "
             f"({error.message.splitlines()[0]})") from error
+    mismatch = local_model_mismatch(uri)
+    if mismatch:
+        warnings.warn(mismatch, stacklevel=2)
     return model.unwrap_python_model().classifier
 
 

@@ -9,6 +9,7 @@ weight histograms. The result is one Keras model from aligned RGB faces (0-255) 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -28,14 +29,18 @@ class CachedBatches(keras.utils.PyDataset):
     """Batches of cached block inputs (memory-mapped float16) and their targets, reshuffled every epoch."""
 
     def __init__(self, arrays: np.ndarray, rows: np.ndarray, targets: dict[str, np.ndarray], batch_size: int,
-                 shuffle: bool, seed: int = 0):
+                 shuffle: bool, seed: int = 0, drop_remainder: bool = False):
         super().__init__()
         self.arrays, self.rows, self.targets = arrays, rows, targets
-        self.batch_size, self.shuffle = batch_size, shuffle
+        self.batch_size, self.shuffle, self.drop_remainder = batch_size, shuffle, drop_remainder
+        if drop_remainder and len(rows) < batch_size:
+            raise ValueError(f"{len(rows)} examples make no full batch of {batch_size}: lower train.batch_size")
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(len(rows)) if shuffle else np.arange(len(rows))
 
     def __len__(self) -> int:
+        if self.drop_remainder:
+            return len(self.rows) // self.batch_size
         return math.ceil(len(self.rows) / self.batch_size)
 
     def __getitem__(self, index: int):
@@ -53,7 +58,8 @@ def _callbacks(phase: str, checkpoint_dir: Path, log_dir: Path, patience: int, f
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
         keras.callbacks.BackupAndRestore(str(checkpoint_dir / phase)),
-        keras.callbacks.CSVLogger(str(checkpoint_dir / f"{phase}.csv"), append=True),  # survives a kill
+        # survives a kill; an epoch it holds but the MLflow run lacks is logged at the end (log_missing_epochs)
+        keras.callbacks.CSVLogger(str(checkpoint_dir / f"{phase}.csv"), append=True),
     ]
     if on_epoch is not None:
         callbacks.append(keras.callbacks.LambdaCallback(
@@ -103,6 +109,21 @@ def age_values(train_labels: dict[str, np.ndarray], mode: str) -> list[float]:
     return [float(means.get(index, fallback[index])) for index in range(len(class_names(mode)["age"]))]
 
 
+def distribution_scope(distribute: str):
+    """The scope to build and train in: "mirrored" replicates the model on every local GPU (every logical
+    CPU device where there is none) with tf.distribute.MirroredStrategy; "none" is Keras' default."""
+    if distribute == "none":
+        return contextlib.nullcontext()
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(f"train.distribute: {distribute} needs the TensorFlow backend, not {keras.backend.backend()}")
+    import tensorflow as tf
+
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    strategy = tf.distribute.MirroredStrategy([device.name for device in devices])
+    print(f"train: MirroredStrategy over {strategy.num_replicas_in_sync} devices")
+    return strategy.scope()
+
+
 def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: TrainParams,
           checkpoint_dir: str | Path, log_dir: str | Path, on_epoch=None,
           describe: dict | None = None) -> pd.DataFrame:
@@ -114,6 +135,7 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: 
     once. `on_epoch(step, logs)` is called after every epoch, steps numbered across both phases."""
     features_dir, model_dir = Path(features_dir), Path(model_dir)
     checkpoint_dir, log_dir = Path(checkpoint_dir), Path(log_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(settings.seed)
     lr_factors, loss_weights = dataclasses.asdict(settings.lr_factors), dataclasses.asdict(settings.loss_weights)
     info = features.read_info(features_dir)
@@ -121,43 +143,54 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: 
     val_split = features.load_split(features_dir, "val", mode)
     print(f"train[{mode}]: {len(train_split['index'])} training, {len(val_split['index'])} validation examples")
 
-    # Phase 1: heads on the frozen backbone's cached features.
-    heads = build_heads(train_split["head"].shape[1], mode, settings.hidden_units, settings.hidden_activation,
-                        settings.dropout)
-    # Only wrappers get compiled: nested models that carry a compile config would drag the optimizer
-    # class into the saved model.
-    head_input = keras.Input((train_split["head"].shape[1],), name="head_input")
-    heads_model = keras.Model(head_input, heads(head_input), name="heads_only")
-    heads_done = checkpoint_dir / "heads.done.weights.h5"
-    if heads_done.exists():
-        heads_model.load_weights(heads_done)
-        print(f"train[{mode}]: resuming; the heads phase finished before ({heads_done})")
-    else:
-        compile_model(heads_model, settings.head_lr, lr_factors, loss_weights)
-        heads_model.fit(train_split["head"], train_split["targets"], batch_size=settings.batch_size,
-                        epochs=settings.head_epochs, validation_data=(val_split["head"], val_split["targets"]),
-                        callbacks=_callbacks("heads", checkpoint_dir, log_dir, settings.patience, 0, on_epoch),
-                        verbose=2)
-        heads_model.save_weights(heads_done)
-    heads_history = _phase_history(checkpoint_dir, "heads")
+    # Under MirroredStrategy an uneven last training batch fails (its replicas' gradients differ in shape):
+    # full training batches only.
+    mirrored = settings.distribute == "mirrored"
+    with distribution_scope(settings.distribute):  # variables made here are mirrored when asked
+        # Phase 1: heads on the frozen backbone's cached features.
+        heads = build_heads(train_split["head"].shape[1], mode, settings.hidden_units, settings.hidden_activation,
+                            settings.dropout)
+        # Only wrappers get compiled: nested models that carry a compile config would drag the optimizer
+        # class into the saved model.
+        head_input = keras.Input((train_split["head"].shape[1],), name="head_input")
+        heads_model = keras.Model(head_input, heads(head_input), name="heads_only")
+        heads_done = checkpoint_dir / "heads.done.weights.h5"
+        if heads_done.exists():
+            heads_model.load_weights(heads_done)
+            print(f"train[{mode}]: resuming; the heads phase finished before ({heads_done})")
+        else:
+            compile_model(heads_model, settings.head_lr, lr_factors, loss_weights)
+            if mirrored:
+                head_batches = lambda split, shuffle: CachedBatches(  # noqa: E731
+                    split["head"], np.arange(len(split["head"])), split["targets"], settings.batch_size, shuffle,
+                    settings.seed, drop_remainder=shuffle)  # training batches only
+                data = {"x": head_batches(train_split, True), "validation_data": head_batches(val_split, False)}
+            else:
+                data = {"x": train_split["head"], "y": train_split["targets"], "batch_size": settings.batch_size,
+                        "validation_data": (val_split["head"], val_split["targets"])}
+            heads_model.fit(**data, epochs=settings.head_epochs, verbose=2,
+                            callbacks=_callbacks("heads", checkpoint_dir, log_dir, settings.patience, 0, on_epoch))
+            heads_model.save_weights(heads_done)
+        heads_history = _phase_history(checkpoint_dir, "heads")
 
-    # Phase 2: fine-tune from the cached block onward, with the heads.
-    backbone = facenet.load_facenet(info["weights"])
-    lower, upper = facenet.split(backbone, info["from_block"])
-    upper_features = facenet.feature_model(upper, features.head_input_layer(info["head_input"]))
-    for layer in upper_features.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False  # the bottleneck's statistics stay those of the pretrained model
-    block_input = keras.Input(tuple(info["lower_shape"]), name="block_input")
-    finetune_model = keras.Model(block_input, heads(upper_features(block_input)), name="finetune")
-    if settings.finetune_epochs > 0:
-        compile_model(finetune_model, settings.finetune_lr, lr_factors, loss_weights)
-        make = lambda split, shuffle: CachedBatches(split["lower"], split["index"], split["targets"],  # noqa: E731
-                                                    settings.batch_size, shuffle, settings.seed)
-        finetune_model.fit(make(train_split, True), validation_data=make(val_split, False),
-                           epochs=settings.finetune_epochs, verbose=2,
-                           callbacks=_callbacks("finetune", checkpoint_dir, log_dir, settings.patience,
-                                                len(heads_history), on_epoch))
+        # Phase 2: fine-tune from the cached block onward, with the heads.
+        backbone = facenet.load_facenet(info["weights"])
+        lower, upper = facenet.split(backbone, info["from_block"])
+        upper_features = facenet.feature_model(upper, features.head_input_layer(info["head_input"]))
+        for layer in upper_features.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False  # the bottleneck's statistics stay those of the pretrained model
+        block_input = keras.Input(tuple(info["lower_shape"]), name="block_input")
+        finetune_model = keras.Model(block_input, heads(upper_features(block_input)), name="finetune")
+        if settings.finetune_epochs > 0:
+            compile_model(finetune_model, settings.finetune_lr, lr_factors, loss_weights)
+            make = lambda split, shuffle: CachedBatches(split["lower"], split["index"], split["targets"],  # noqa: E731
+                                                        settings.batch_size, shuffle, settings.seed,
+                                                        drop_remainder=mirrored and shuffle)
+            finetune_model.fit(make(train_split, True), validation_data=make(val_split, False),
+                               epochs=settings.finetune_epochs, verbose=2,
+                               callbacks=_callbacks("finetune", checkpoint_dir, log_dir, settings.patience,
+                                                    len(heads_history), on_epoch))
     history = _numbered([heads_history, _phase_history(checkpoint_dir, "finetune")])
 
     image = keras.Input((facenet.INPUT_SIZE, facenet.INPUT_SIZE, 3), name="image")

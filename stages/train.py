@@ -34,6 +34,7 @@ def main() -> None:
                         checkpoint_dir=checkpoints, log_dir=report_dir / "tensorboard",
                         on_epoch=tracking.epoch_logger(run_id),
                         describe={"align": dataclasses.asdict(params.align)})  # faces must be aligned alike
+        tracking.log_missing_epochs(run_id, history)
         with atomic_path(report_dir / "history.csv") as staging:
             history.to_csv(staging, index=False)
         (Path(args.model_dir) / "run.json").write_text(json.dumps({"run_id": run_id, "mode": args.mode}) + "\n")

@@ -145,3 +145,25 @@ def test_killed_training_resumes_in_the_same_run_with_a_true_history(pipeline_re
     steps = sorted(m.step for m in client.get_metric_history(finished.info.run_id, "val_loss"))
     assert steps == list(range(1, 8)), steps
     assert not checkpoints.exists(), "finished training leaves no checkpoints behind"
+
+
+def test_epochs_missing_from_the_run_are_logged_from_the_history(tmp_path, monkeypatch):
+    """A kill between an epoch's CSV row and its MLflow call leaves a hole that the final history fills."""
+    import mlflow
+
+    from argml import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    run_id = client.create_run(client.create_experiment("holes")).info.run_id
+    log_epoch = tracking.epoch_logger(run_id)
+    for step in (1, 2, 3, 5):
+        log_epoch(step, {"loss": 1.0 / step, "val_loss": 2.0 / step})
+    history = pd.DataFrame({"epoch": range(1, 6), "phase": ["heads"] * 5,
+                            "loss": [1.0 / s for s in range(1, 6)], "val_loss": [2.0 / s for s in range(1, 6)]})
+
+    assert tracking.log_missing_epochs(run_id, history) == 2
+    assert tracking.log_missing_epochs(run_id, history) == 0
+    for name in ("loss", "val_loss"):
+        points = sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
+        assert points == [(step, history.loc[step - 1, name]) for step in range(1, 6)]

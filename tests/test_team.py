@@ -1,0 +1,254 @@
+"""Team mode on real engines: PostgreSQL (Debian's initdb/pg_ctl), moto's S3 server and `mlflow server` with
+basic auth, all on 127.0.0.1 (argml.stack); the pipeline of the session's repository copy (conftest.pipeline_repo)
+logging to the server; a DVC remote on the same S3; a queued sweep; MirroredStrategy on two logical CPUs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import DVC, run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """A stack on free loopback ports, in a folder the postgres user can reach (pytest's tmp is 0700)."""
+    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
+        pytest.skip("PostgreSQL's initdb/pg_ctl are not installed")
+    from argml import stack as team_stack
+
+    folder = Path(tempfile.mkdtemp(prefix="argml-stack-"))
+    state = team_stack.up(folder, "auto")
+    try:
+        yield folder, state
+    finally:
+        team_stack.down(folder, purge=True)
+        assert not any(team_stack._process_alive(pid) for pid in state["pids"].values())
+        assert not any(team_stack._port_busy(port) for port in state["ports"].values()), "a server still listens"
+
+
+@pytest.fixture(scope="module")
+def team_repo(pipeline_repo, stack, tmp_path_factory):
+    """The pipeline copy, moved to team mode: no local store, MLflow on the server, DVC remote on its S3.
+    Runs train, evaluate and champion again, against the server. -> (repo, env, seconds of that repro)."""
+    import time
+
+    from argml import stack as team_stack
+
+    copy, env, _ = pipeline_repo
+    repo = tmp_path_factory.mktemp("team") / "repo"
+    shutil.copytree(copy, repo, symlinks=True, ignore=shutil.ignore_patterns("mlflow.db", "mlruns"))
+    folder, state = stack
+    env = {**env, **team_stack.client_env(state), "PYTHONPATH": str(repo)}
+    run([str(DVC), "remote", "modify", "--local", "team", "endpointurl", team_stack.s3_endpoint(state)], repo, env)
+    started = time.perf_counter()
+    run([str(DVC), "repro", "--force", "--single-item", "train@binned", "train@exact", "evaluate@binned",
+         "evaluate@exact", "champion"], repo, env)
+    return repo, env, time.perf_counter() - started
+
+
+@pytest.fixture
+def as_user(stack, monkeypatch):
+    def client(user):
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", stack[1]["passwords"][user])
+        import mlflow
+
+        from argml import stack as team_stack
+
+        return mlflow.MlflowClient(tracking_uri=team_stack.tracking_uri(stack[1]))
+
+    return client
+
+
+def test_the_pipeline_logs_runs_registry_and_artifacts_to_the_server(team_repo, stack, as_user):
+    from argml import stack as team_stack
+    from argml import tracking
+
+    repo, _, seconds = team_repo
+    client = as_user("trainer")
+    experiment = client.get_experiment_by_name("argml")
+    assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
+    assert experiment.artifact_location.startswith("mlflow-artifacts:"), experiment.artifact_location
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted((r.info.run_name, r.info.status) for r in runs) == [("binned", "FINISHED"), ("exact", "FINISHED")]
+    for run_info in runs:
+        assert "test.gender.accuracy" in run_info.data.metrics
+        assert len(client.get_metric_history(run_info.info.run_id, "val_loss")) >= 2  # per-epoch metrics
+    for alias, mode in (("binned", "binned"), ("exact", "exact"), ("champion", "binned")):
+        version = client.get_model_version_by_alias("argml", alias)
+        assert version.tags["age_mode"] == mode
+        assert version.tags["model_sha256"] == tracking.model_digest(repo / "data" / "models" / mode)
+    keys = [item["Key"] for page in team_stack.s3_client(stack[1]).get_paginator("list_objects_v2").paginate(
+        Bucket=team_stack.BUCKETS["mlflow"]) for item in page.get("Contents", [])]
+    assert any(key.endswith("model.keras") for key in keys) and any(key.endswith("MLmodel") for key in keys)
+    assert any("/evaluation/metrics.json" in key for key in keys)
+    print(f"team-mode train+evaluate+champion: {seconds:.1f} s")
+
+
+def test_unauthenticated_and_read_only_users_are_refused(team_repo, stack, as_user):
+    import mlflow
+
+    from argml import stack as team_stack
+
+    url = f"{team_stack.tracking_uri(stack[1])}/api/2.0/mlflow/experiments/get-by-name?experiment_name=argml"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=10)
+    assert refused.value.code == 401
+    wrong = urllib.request.Request(url, headers={"Authorization": "Basic " + base64.b64encode(b"reader:wrong").decode()})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(wrong, timeout=10)
+    assert refused.value.code == 401
+
+    reader = as_user("reader")
+    champion = reader.get_model_version_by_alias("argml", "champion")  # reading is allowed
+    assert reader.search_runs([reader.get_experiment_by_name("argml").experiment_id])
+    with pytest.raises(mlflow.exceptions.MlflowException, match="PERMISSION_DENIED|Permission denied"):
+        reader.set_registered_model_alias("argml", "champion", champion.version)
+    with pytest.raises(mlflow.exceptions.MlflowException, match="PERMISSION_DENIED|Permission denied"):
+        reader.create_model_version("argml", champion.source, champion.run_id)
+    assert as_user("trainer").get_model_version_by_alias("argml", "champion").version == champion.version
+
+
+def test_a_teammate_pulls_the_model_and_predicts_with_the_registered_one(team_repo, stack, utkface_dir, tmp_path):
+    from argml import stack as team_stack
+    from argml import tracking
+
+    repo, env, _ = team_repo
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-q", "-m", "team-mode results"], repo, env)
+    run([str(DVC), "push"], repo, env)
+    pushed = team_stack.s3_client(stack[1]).list_objects_v2(Bucket=team_stack.BUCKETS["dvc"])
+    assert pushed.get("KeyCount", 0) > 0
+
+    clone = tmp_path / "teammate"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    assert not (clone / "data" / "models").exists()
+    env = {**env, "PYTHONPATH": str(clone)}
+    run([str(DVC), "remote", "modify", "--local", "team", "endpointurl", team_stack.s3_endpoint(stack[1])], clone, env)
+    run([str(DVC), "pull"], clone, env)
+    for mode in ("binned", "exact"):
+        assert tracking.model_digest(clone / "data" / "models" / mode) == tracking.model_digest(
+            repo / "data" / "models" / mode)
+    assert not (clone / "mlflow.db").exists()
+
+    images = sorted(utkface_dir.iterdir())[:3]
+    out = clone / "preds.csv"
+    command = [sys.executable, "-m", "argml.predict", *map(str, images), "--out", str(out),
+               "--model", "models:/argml@champion"]
+    _, output = run(command, clone, env)
+    assert len(pd.read_csv(out)) == 3
+    assert "is not the model" not in output
+    assert not (clone / "mlflow.db").exists()  # the server's model, not a new local store
+
+    # A checkout whose model is not the registered one is told so.
+    shutil.copy(clone / "data" / "models" / "exact" / "model.keras", clone / "data" / "models" / "binned" / "model.keras")
+    _, output = run(command, clone, env)
+    assert "is not the model models:/argml@champion names" in output
+
+
+def test_a_queued_sweep_logs_each_experiment_to_the_server(team_repo, stack, as_user):
+    """Two experiments through `dvc exp run --queue` + `dvc queue start`: each is a run on the server carrying
+    its DVC experiment name and its params, and `dvc exp show` lists the same two."""
+    repo, env, _ = team_repo
+    names = {"lr-low": "0.0005", "lr-high": "0.002"}
+    for name, rate in names.items():
+        run([str(DVC), "exp", "run", "--queue", "--name", name, "-S", f"train.head_lr={rate}",
+             "-S", "train.finetune_epochs=0", "train@binned"], repo, env)
+    run([str(DVC), "queue", "start", "-j", "1"], repo, env)
+    _wait_for_queue(repo, env)
+    shown = json.loads(run([str(DVC), "exp", "show", "--json"], repo, env)[0].stdout)
+    listed = {exp["name"]: exp for base in shown for exp in (base.get("experiments") or [])
+              for exp in [exp["revs"][0]] if exp.get("name")}
+    assert set(names) <= set(listed), listed.keys()
+
+    client = as_user("trainer")
+    experiment = client.get_experiment_by_name("argml")
+    for name, rate in names.items():
+        [found] = client.search_runs([experiment.experiment_id], f"tags.dvc_exp_name = '{name}'")
+        assert found.info.status == "FINISHED"
+        assert float(found.data.params["train.head_lr"]) == float(rate)
+        assert found.data.params["train.finetune_epochs"] == "0"
+
+
+def _wait_for_queue(repo: Path, env: dict, timeout: float = 1500) -> None:
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = run([str(DVC), "queue", "status"], repo, env)[0].stdout
+        if "Running" not in status and "Queued" not in status:
+            assert "Failed" not in status, status + run([str(DVC), "queue", "logs", "lr-low"], repo, env, check=False)[1]
+            run([str(DVC), "queue", "stop"], repo, env, check=False)
+            return
+        time.sleep(5)
+    pytest.fail(f"the queue did not finish: {status}")
+
+
+MIRRORED_SCRIPT = textwrap.dedent("""
+    import dataclasses, json, sys
+    from pathlib import Path
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+    from argml.config import load_params
+    from argml.train import train
+
+    features_dir, scratch = sys.argv[1], Path(sys.argv[2])
+    settings = dataclasses.replace(load_params(sys.argv[3]).train, head_epochs=1, finetune_epochs=1, dropout=0.0,
+                                   batch_size=int(sys.argv[4]))
+    losses = {}
+    for distribute in ("none", "mirrored"):
+        history = train(features_dir, scratch / distribute / "model", "binned",
+                        dataclasses.replace(settings, distribute=distribute),
+                        checkpoint_dir=scratch / distribute / "checkpoints", log_dir=scratch / distribute / "logs")
+        losses[distribute] = history["loss"].tolist()
+    print("LOSSES " + json.dumps(losses))
+""")
+
+
+def one_batch_features(source: Path, target: Path, rows: dict[str, int]) -> None:
+    """A copy of the feature cache with exactly `rows[split]` binned-mode examples per split: one batch per
+    epoch, so the batch order (Keras' shuffle vs argml's under the strategy) cannot differ."""
+    import numpy as np
+
+    from argml import tfrecords
+
+    target.mkdir()
+    shutil.copy(source / "info.json", target / "info.json")
+    for split, count in rows.items():
+        labels = dict(np.load(source / f"{split}.labels.npz"))
+        keep = np.flatnonzero(labels["variant"] != tfrecords.VARIANTS["exact_age"])[:count]
+        assert len(keep) == count, f"{split} has {len(keep)} binned examples"
+        np.savez(target / f"{split}.labels.npz", **{key: value[keep] for key, value in labels.items()})
+        for name in ("lower", "pooled"):
+            np.save(target / f"{split}.{name}.npy", np.load(source / f"{split}.{name}.npy")[keep])
+
+
+def test_mirrored_training_on_two_devices_matches_one_device(pipeline_repo, tmp_path):
+    copy, env, _ = pipeline_repo
+    features = tmp_path / "features"
+    one_batch_features(copy / "data" / "features", features, {"train": 64, "val": 14, "test": 2})
+    result, output = run([sys.executable, "-c", MIRRORED_SCRIPT, str(features), str(tmp_path),
+                          str(copy / "params.yaml"), "64"], copy, env)
+    assert "MirroredStrategy over 2 devices" in output
+    losses = json.loads(output.split("LOSSES ", 1)[1].splitlines()[0])
+    assert len(losses["none"]) == len(losses["mirrored"]) == 2  # one heads epoch, one fine-tuning epoch
+    # Same data, order and initial weights; only the reduction order of the two replicas differs.
+    assert losses["mirrored"] == pytest.approx(losses["none"], rel=1e-4)
