@@ -1,4 +1,4 @@
-"""Benchmarks, run on this machine: `python -m argml.bench facenet|live [--runs 5]`.
+"""Benchmarks, run on this machine: `python -m argml.bench facenet|live|tracking [--runs 5]`.
 
 facenet: time to build the model and load its weights, cold (parsing the frozen graph) and from the cache,
 and forward throughput at batch 32 on real aligned UTKFace faces (or random images when ARGML_UTKFACE is
@@ -7,6 +7,11 @@ unset). Prints every run and the median with min-max spread.
 live: end-to-end FPS of the headless live path (YOLO tracking + asynchronous classification + drawing) on
 640x480 videos of real UTKFace faces, with 1 and with 3 faces, and the per-face classification latency.
 Needs a trained model (`--model`, default models:/argml@champion) and ARGML_YOLO_FACE.
+
+tracking: the cost of team mode. In `--repo` (a pipeline checkout whose data stages have run, e.g. with
+data.limit: 300), `dvc repro --force` of the stages that talk to MLflow (train, evaluate, champion) against a
+fresh local SQLite store and against the team stack's server (`--stack`, started by `make stack-up`),
+alternating, `--runs` times each.
 """
 
 from __future__ import annotations
@@ -92,16 +97,48 @@ def bench_live(runs: int, model: str, frames: int = 150) -> None:
             print(f"  classification per face: {_spread(latencies, 'ms')} over all batches")
 
 
+MLFLOW_STAGES = ("train@binned", "train@exact", "evaluate@binned", "evaluate@exact", "champion")
+
+
+def bench_tracking(runs: int, repo: str, stack_dir: str) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from argml import stack
+
+    dvc = Path(sys.executable).with_name("dvc")
+    seconds: dict[str, list[float]] = {"sqlite": [], "server": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        stores = {"sqlite": {"MLFLOW_TRACKING_URI": f"sqlite:///{scratch}/mlflow.db"},
+                  "server": stack.client_env(stack.read_state(stack_dir))}
+        for _ in range(runs):
+            for name, settings in stores.items():
+                start = time.perf_counter()
+                subprocess.run([str(dvc), "repro", "--force", "--single-item", *MLFLOW_STAGES], cwd=repo,
+                               env={**os.environ, **settings}, check=True, capture_output=True)
+                seconds[name].append(time.perf_counter() - start)
+                print(f"{name}: {seconds[name][-1]:.1f} s")
+    for name, values in seconds.items():
+        print(f"{' '.join(MLFLOW_STAGES)} with {name}: {_spread(values, 's')}")
+    extra = statistics.median(seconds["server"]) - statistics.median(seconds["sqlite"])
+    print(f"server vs SQLite: {extra:+.1f} s ({extra / statistics.median(seconds['sqlite']):+.1%}) median")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["facenet", "live"])
+    parser.add_argument("what", choices=["facenet", "live", "tracking"])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--model", default="models:/argml@champion", help="live: the model to classify with")
+    parser.add_argument("--repo", default=".", help="tracking: the pipeline checkout to rerun the stages in")
+    parser.add_argument("--stack", default=".stack", help="tracking: the team stack's folder")
     args = parser.parse_args()
     if args.what == "facenet":
         bench_facenet(args.runs)
-    else:
+    elif args.what == "live":
         bench_live(args.runs, args.model)
+    else:
+        bench_tracking(args.runs, args.repo, args.stack)
 
 
 if __name__ == "__main__":
