@@ -184,7 +184,9 @@ def _server_env(folder: Path, state: dict) -> dict:
     auth_ini.write_text("[mlflow]\ndefault_permission = READ\n"
                         f"database_uri = {postgres_uri(state, 'mlflow_auth')}\n"
                         f"admin_username = admin\nadmin_password = {state['passwords']['admin']}\n"
-                        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+                        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                        # a PBKDF2 check per request otherwise: a minute's cache of good credentials per worker
+                        "auth_cache_ttl_seconds = 60\n")
     return {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
             "MLFLOW_FLASK_SERVER_SECRET_KEY": state["flask_secret"],
             # the server alone holds the storage credentials: clients send artifacts through it
