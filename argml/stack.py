@@ -253,6 +253,8 @@ def up(folder: str | Path = ".stack", ports: str = "") -> dict:
     """Start PostgreSQL, the S3 server and the MLflow server; -> the stack's state. A failed start stops
     whatever it had started."""
     folder = Path(folder).resolve()
+    if folder.exists() and not folder.is_dir():
+        raise StackError(f"{folder} is a file; the stack needs a folder (--dir)")
     if _state_file(folder).exists() and any(_process_alive(pid) for pid in read_state(folder)["pids"].values()):
         raise StackError(f"a stack is already running from {folder}: `python -m argml.stack down --dir {folder}`")
     folder.mkdir(parents=True, exist_ok=True)

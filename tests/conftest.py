@@ -204,7 +204,8 @@ def run(args, cwd, env, check=True, timeout=1200):
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     output = result.stdout + result.stderr
     if check and result.returncode != 0:
-        pytest.fail(f"{' '.join(map(str, args))} failed ({result.returncode}):\n{output[-6000:]}")
+        pytest.fail(f"{' '.join(map(str, args))} failed ({result.returncode}):\n{result.stdout[-5000:]}\n"
+                    f"--- stderr:\n{result.stderr[-3000:]}")
     return result, output
 
 
@@ -224,20 +225,27 @@ def set_param(params: Path, dotted: str, value: str) -> None:
 
 @pytest.fixture(scope="session")
 def pipeline_repo(utkface_dir, tmp_path_factory):
-    """(copy, env, output of `dvc repro`): the repository's tracked files in a fresh git repository with one
-    commit (DVC wants its SCM; `dvc params diff` a HEAD), small params, the real dataset. Stages import argml
-    from the copy; MLflow writes to the copy's mlflow.db."""
+    """(copy, env, output of `dvc repro`): a copy of the repository with small params and the real dataset.
+    Stages import argml from the copy; MLflow writes to the copy's mlflow.db."""
+    copy = tmp_path_factory.mktemp("repo")
+    env = repository_copy(copy, utkface_dir, PIPELINE_PARAMS)
+    _, output = run([str(DVC), "repro"], copy, env)
+    return copy, env, output
+
+
+def repository_copy(copy: Path, utkface_dir: Path, params: dict[str, str]) -> dict[str, str]:
+    """The repository's tracked files in `copy`, with `params` set, as a fresh git repository with one commit
+    (DVC wants its SCM; `dvc params diff` a HEAD). -> the environment its stages run in."""
     if not DVC.exists():
         pytest.skip(f"no dvc next to {sys.executable}")
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
-    copy = tmp_path_factory.mktemp("repo")
     tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, check=True).stdout
     for name in filter(None, tracked.decode().split("\0")):
         if (REPO / name).is_file():  # a tracked file deleted in the working tree is skipped
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, copy / name)
-    for dotted, value in PIPELINE_PARAMS.items():
+    for dotted, value in params.items():
         set_param(copy / "params.yaml", dotted, value)
 
     env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
@@ -248,5 +256,18 @@ def pipeline_repo(utkface_dir, tmp_path_factory):
     run(["git", "init", "-q"], copy, env)
     run(["git", "add", "-A"], copy, env)
     run(["git", "commit", "-q", "-m", "copy for the pipeline tests"], copy, env)
-    _, output = run([str(DVC), "repro"], copy, env)
-    return copy, env, output
+    return env
+
+
+def assert_mlflow_ui_compares(base_url: str, experiment_id: str, runs: dict[str, str], out_dir: Path,
+                              username: str | None = None, password: str | None = None) -> None:
+    """Headless Chromium as a user: the experiment link argml gives opens on its training runs (not MLflow 3's
+    GenAI overview) and the comparison of `runs` ({name: run id}) shows both runs and their test metrics."""
+    from argml import browser
+
+    pages = browser.mlflow_pages(base_url, experiment_id, list(runs.values()))
+    text = browser.open_page(pages["runs"], out_dir / "runs.png", ("matching runs", *runs), username, password)
+    assert "Tool calls" not in text and "Usage" not in text  # not the GenAI overview's tabs
+    text = browser.open_page(pages["compare"], out_dir / "compare.png",
+                             (f"Comparing {len(runs)} Runs", "test.gender.accuracy", *runs), username, password)
+    assert (out_dir / "compare.png").stat().st_size > 10_000

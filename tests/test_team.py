@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import DVC, run
+from conftest import DVC, PIPELINE_PARAMS, assert_mlflow_ui_compares, repository_copy, run
 
 pytestmark = pytest.mark.slow
 
@@ -39,23 +39,24 @@ def stack():
         assert not any(team_stack._port_busy(port) for port in state["ports"].values()), "a server still listens"
 
 
+TEAM_LIMIT = 300
+
+
 @pytest.fixture(scope="module")
-def team_repo(pipeline_repo, stack, tmp_path_factory):
-    """The pipeline copy, moved to team mode: no local store, MLflow on the server, DVC remote on its S3.
-    Runs train, evaluate and champion again, against the server. -> (repo, env, seconds of that repro)."""
+def team_repo(utkface_dir, stack, tmp_path_factory):
+    """A fresh copy of the repository in team mode (no local store, MLflow on the server, DVC remote on its S3)
+    after a whole `dvc repro` with data.limit 300. -> (repo, env, seconds of that repro)."""
     import time
 
     from argml import stack as team_stack
 
-    copy, env, _ = pipeline_repo
     repo = tmp_path_factory.mktemp("team") / "repo"
-    shutil.copytree(copy, repo, symlinks=True, ignore=shutil.ignore_patterns("mlflow.db", "mlruns"))
+    env = repository_copy(repo, utkface_dir, {**PIPELINE_PARAMS, "data.limit": str(TEAM_LIMIT)})
     folder, state = stack
-    env = {**env, **team_stack.client_env(state), "PYTHONPATH": str(repo)}
+    env = {**env, **team_stack.client_env(state)}
     run([str(DVC), "remote", "modify", "--local", "team", "endpointurl", team_stack.s3_endpoint(state)], repo, env)
     started = time.perf_counter()
-    run([str(DVC), "repro", "--force", "--single-item", "train@binned", "train@exact", "evaluate@binned",
-         "evaluate@exact", "champion"], repo, env)
+    run([str(DVC), "repro"], repo, env, timeout=2400)
     return repo, env, time.perf_counter() - started
 
 
@@ -95,7 +96,8 @@ def test_the_pipeline_logs_runs_registry_and_artifacts_to_the_server(team_repo, 
         Bucket=team_stack.BUCKETS["mlflow"]) for item in page.get("Contents", [])]
     assert any(key.endswith("model.keras") for key in keys) and any(key.endswith("MLmodel") for key in keys)
     assert any("/evaluation/metrics.json" in key for key in keys)
-    print(f"team-mode train+evaluate+champion: {seconds:.1f} s")
+    assert not (repo / "mlflow.db").exists()
+    print(f"team-mode dvc repro of {TEAM_LIMIT} images: {seconds:.1f} s")
 
 
 def test_unauthenticated_and_read_only_users_are_refused(team_repo, stack, as_user):
@@ -120,6 +122,20 @@ def test_unauthenticated_and_read_only_users_are_refused(team_repo, stack, as_us
     with pytest.raises(mlflow.exceptions.MlflowException, match="PERMISSION_DENIED|Permission denied"):
         reader.create_model_version("argml", champion.source, champion.run_id)
     assert as_user("trainer").get_model_version_by_alias("argml", "champion").version == champion.version
+
+
+def test_the_server_ui_opens_on_the_training_runs_for_a_signed_in_reader(team_repo, stack, as_user, tmp_path):
+    from argml import browser
+    from argml import stack as team_stack
+
+    client = as_user("reader")
+    experiment = client.get_experiment_by_name("argml")
+    runs = {run.info.run_name: run.info.run_id for run in client.search_runs([experiment.experiment_id])}
+    base = team_stack.tracking_uri(stack[1])
+    assert_mlflow_ui_compares(base, experiment.experiment_id, runs, tmp_path, "reader", stack[1]["passwords"]["reader"])
+    with pytest.raises(TimeoutError):  # without credentials the UI shows nothing of the runs
+        browser.open_page(browser.mlflow_pages(base, experiment.experiment_id, list(runs.values()))["runs"],
+                          expect=("matching runs",), timeout=15)
 
 
 def test_a_teammate_pulls_the_model_and_predicts_with_the_registered_one(team_repo, stack, utkface_dir, tmp_path):
