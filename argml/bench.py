@@ -1,17 +1,21 @@
-"""Benchmarks, run on this machine: `python -m argml.bench facenet|live|tracking [--runs 5]`.
+"""Benchmarks, run on this machine: `python -m argml.bench facenet|live|tracking|photos [--runs 5]`.
 
 facenet: time to build the model and load its weights, cold (parsing the frozen graph) and from the cache,
 and forward throughput at batch 32 on real aligned UTKFace faces (or random images when ARGML_UTKFACE is
 unset). Prints every run and the median with min-max spread.
 
 live: end-to-end FPS of the headless live path (YOLO tracking + asynchronous classification + drawing) on
-640x480 videos of real UTKFace faces, with 1 and with 3 faces, and the per-face classification latency.
-Needs a trained model (`--model`, default models:/argml@champion) and ARGML_YOLO_FACE.
+videos of real UTKFace faces: 640x480 with 1 and with 3 faces, 1280x720 with 12 faces, and the same again
+while another process keeps one core busy; and the per-face classification latency. Needs a trained model
+(`--model`, default models:/argml@champion; `--backend`, default params' live.backend) and ARGML_YOLO_FACE.
 
 tracking: the cost of team mode. In `--repo` (a pipeline checkout whose data stages have run, e.g. with
 data.limit: 300), `dvc repro --force` of the stages that talk to MLflow (train, evaluate, champion) against a
 fresh local SQLite store and against the team stack's server (`--stack`, started by `make stack-up`),
 alternating, `--runs` times each.
+
+photos: latency percentiles of a served photo model (`mlflow models serve -m models:/argml-photos@champion`,
+`--url`, loopback only) under `--clients` concurrent clients for `--seconds`, one real photo per request.
 """
 
 from __future__ import annotations
@@ -72,28 +76,61 @@ def bench_facenet(runs: int, batch_size: int = 32) -> None:
     print(f"forward, batch {batch_size}, {os.cpu_count()} CPUs: {_spread(rates, 'images/s')}")
 
 
-def bench_live(runs: int, model: str, frames: int = 150) -> None:
-    import argml.live as live  # first: it imports torchvision before TensorFlow
+LIVE_CASES = (  # (name, frame size, faces, a CPU-bound process beside)
+    ("640x480, 1 face", (640, 480), 1, False),
+    ("640x480, 3 faces", (640, 480), 3, False),
+    ("1280x720, 12 faces", (1280, 720), 12, False),
+    ("1280x720, 12 faces, one core busy", (1280, 720), 12, True),
+)
+
+
+def _live_people(folder, size: tuple[int, int], count: int, frames: int) -> list:
+    """`count` real faces in a grid: 1-3 in a row at 640x480, up to 12 in a 4x3 grid at 1280x720."""
     from pathlib import Path
 
-    from argml.synthetic import Person, make_video
+    from argml.synthetic import Person
+
+    names = sorted(os.listdir(folder))
+    columns = 3 if count <= 3 else 4
+    rows = -(-count // columns)
+    width, height = size
+    centers = [(int((column + 0.5) * width / columns), int((row + 0.5) * height / rows))
+               for row in range(rows) for column in range(columns)][:count]
+    if count == 1:
+        centers = [(130, 240)]
+    return [Person(str(Path(folder) / names[5000 + 997 * i]), center, ((0, frames),))
+            for i, center in enumerate(centers)]
+
+
+def bench_live(runs: int, model: str, backend: str | None = None, frames: int = 150) -> None:
+    import argml.inference  # noqa: F401  first: it fixes the import order of torchvision and TensorFlow
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from argml import live
+    from argml.synthetic import make_video
 
     folder = os.environ.get("ARGML_UTKFACE", "")
     if not Path(folder).is_dir():
         raise SystemExit("bench live needs ARGML_UTKFACE (real faces to put in the video)")
-    names = sorted(os.listdir(folder))
-    people = [Person(str(Path(folder) / names[i]), center, ((0, frames),))
-              for i, center in zip((5000, 9000, 15000), ((130, 240), (320, 240), (510, 240)))]
     with tempfile.TemporaryDirectory() as scratch:
-        for count in (1, 3):
-            video = Path(scratch) / f"faces{count}.mp4"
-            make_video(video, people[:count], frames, fps=30)
+        for name, size, count, busy in LIVE_CASES:
+            video = Path(scratch) / f"{size[0]}x{size[1]}_{count}.mp4"
+            if not video.exists():
+                make_video(video, _live_people(folder, size, count, frames), frames, size, fps=30)
             rates, latencies = [], []
             for _ in range(runs):
-                summary = live.run(str(video), model=model, headless=True)
+                burner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+                try:
+                    summary = live.run(str(video), model=model, headless=True, backend=backend)
+                finally:
+                    if burner:
+                        burner.kill()
+                        burner.wait()
                 rates.append(summary["fps"])
                 latencies += [seconds * 1000 for seconds in summary["classify_latency_per_face"]]
-            print(f"live, 640x480, {count} face(s), {frames} frames: {_spread(rates, 'FPS')}")
+            print(f"live ({summary['backend']}), {name}, {frames} frames: {_spread(rates, 'FPS')}")
             print(f"  classification per face: {_spread(latencies, 'ms')} over all batches")
 
 
@@ -125,18 +162,75 @@ def bench_tracking(runs: int, repo: str, stack_dir: str) -> None:
     print(f"server vs SQLite: {extra:+.1f} s ({extra / statistics.median(seconds['sqlite']):+.1%}) median")
 
 
+def bench_photos(url: str, clients: int, seconds: float, images: int = 1) -> None:
+    """`clients` threads post `images` real UTKFace photos per request to a served photo model for `seconds`."""
+    import base64
+    import json
+    import threading
+    import urllib.request
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    if urlparse(url).hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise SystemExit(f"bench photos loads a server hard: loopback URLs only, got {url}")
+    folder = os.environ.get("ARGML_UTKFACE", "")
+    if not Path(folder).is_dir():
+        raise SystemExit("bench photos needs ARGML_UTKFACE (real photos to send)")
+    names = sorted(os.listdir(folder))[::211][:50]
+    bodies = [json.dumps({"dataframe_records": [
+        {"name": name, "image": base64.b64encode((Path(folder) / name).read_bytes()).decode()}
+        for name in names[i:i + images]]}).encode() for i in range(0, len(names) - images + 1, images)]
+    latencies: list[float] = []
+    errors: list[str] = []
+    deadline = time.perf_counter() + seconds
+
+    def client(number: int) -> None:
+        sent = number
+        while time.perf_counter() < deadline:
+            request = urllib.request.Request(f"{url.rstrip('/')}/invocations", data=bodies[sent % len(bodies)],
+                                             headers={"Content-Type": "application/json"})
+            start = time.perf_counter()
+            try:
+                urllib.request.urlopen(request, timeout=120).read()
+                latencies.append(time.perf_counter() - start)
+            except OSError as error:
+                errors.append(str(error))
+            sent += clients
+
+    threads = [threading.Thread(target=client, args=(number,)) for number in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if not latencies:
+        raise SystemExit(f"no request succeeded: {errors[:3]}")
+    p50, p90, p99 = (float(np.percentile(latencies, q)) * 1000 for q in (50, 90, 99))
+    print(f"photos, {clients} clients, {images} photo(s) per request, {elapsed:.0f} s: {len(latencies)} requests "
+          f"({len(latencies) * images / elapsed:.1f} photos/s), {len(errors)} errors; latency p50 {p50:.0f} ms, "
+          f"p90 {p90:.0f} ms, p99 {p99:.0f} ms, max {max(latencies) * 1000:.0f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["facenet", "live", "tracking"])
+    parser.add_argument("what", choices=["facenet", "live", "tracking", "photos"])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--model", default="models:/argml@champion", help="live: the model to classify with")
+    parser.add_argument("--backend", choices=("auto", "keras", "litert"),
+                        help="live: the classifier's runtime (default: params' live.backend)")
     parser.add_argument("--repo", default=".", help="tracking: the pipeline checkout to rerun the stages in")
     parser.add_argument("--stack", default=".stack", help="tracking: the team stack's folder")
+    parser.add_argument("--url", default="http://127.0.0.1:5002", help="photos: the served photo model (loopback)")
+    parser.add_argument("--clients", type=int, default=4, help="photos: concurrent clients")
+    parser.add_argument("--seconds", type=float, default=60, help="photos: how long they send")
     args = parser.parse_args()
     if args.what == "facenet":
         bench_facenet(args.runs)
     elif args.what == "live":
-        bench_live(args.runs, args.model)
+        bench_live(args.runs, args.model, args.backend)
+    elif args.what == "photos":
+        bench_photos(args.url, args.clients, args.seconds)
     else:
         bench_tracking(args.runs, args.repo, args.stack)
 

@@ -105,12 +105,31 @@ class MlflowParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class ExportParams:
+    batch_size: int = 32  # test-split batches when comparing the exports with Keras
+    threads: int = 0  # LiteRT interpreter threads (0 = one per CPU)
+    timing_runs: int = 3  # timings (about 2 s each) per backend and batch size
+    accuracy_points: float = 0.5  # tolerance: accuracy at most this many points below Keras', per task
+    mae_years: float = 0.1  # tolerance: age MAE at most this much above Keras'
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoParams:
+    people: int = 4  # test-split people in the clip (1-4)
+    frames: int = 120  # clip length
+    fps: float = 15.0
+    seed: int = 0  # which test faces
+
+
+@dataclasses.dataclass(frozen=True)
 class LiveParams:
     detector_confidence: float = 0.5  # YOLO face confidence threshold
     detector_imgsz: int = 640  # YOLO input size (the shared int8 TFLite model is fixed at 640)
     pool_window: int = 0  # average a person's answers over all observations (0) or the last N
     forget_after: int = 15  # frames a person may be missing before their pool is reset
     classify_interval: float = 0.25  # min seconds between two classifications of one person (0 = when free)
+    backend: str = "auto"  # keras, litert, or auto: the model's int8 LiteRT export where it is within tolerance
+    classify_threads: int = 1  # LiteRT threads of the classifier (0 = one per CPU); YOLO needs the others
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +143,8 @@ class Params:
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     mlflow: MlflowParams = MlflowParams()
+    export: ExportParams = ExportParams()
+    demo: DemoParams = DemoParams()
     live: LiveParams = LiveParams()
 
 
@@ -158,13 +179,17 @@ RANGES = {
     "train.lr_factors.backbone": (0.0, None),
     "evaluate.bootstrap_rounds": (0, 100000), "evaluate.confidence": (0.5, 0.999), "evaluate.batch_size": (1, 4096),
     "live.detector_confidence": (0.01, 1.0), "live.detector_imgsz": (32, 4096), "live.pool_window": (0, None),
-    "live.forget_after": (1, None), "live.classify_interval": (0.0, 60.0),
+    "live.forget_after": (1, None), "live.classify_interval": (0.0, 60.0), "live.classify_threads": (0, 256),
+    "export.batch_size": (1, 4096), "export.threads": (0, 256), "export.timing_runs": (1, 100),
+    "export.accuracy_points": (0.0, 100.0), "export.mae_years": (0.0, None),
+    "demo.people": (1, 4), "demo.frames": (10, 100000), "demo.fps": (1.0, 240.0),
 }
 CHOICES = {
     "features.head_input": ("pooled", "bottleneck"),
     "train.hidden_activation": ("linear", "relu"),
     "train.distribute": ("none", "mirrored"),
     "mlflow.champion": ("binned", "exact"),
+    "live.backend": ("auto", "keras", "litert"),
 }
 
 

@@ -7,13 +7,13 @@ Three jobs in three places:
   time; the main loop never waits for it (`--inline` classifies in the main loop instead, for debugging);
 - display, on the main thread: YOLO finds and tracks faces (Ultralytics' ByteTrack), each person's answers
   are pooled over time (argml.pooling), and box, labels, track id and FPS are drawn. `q` quits.
-Faces are aligned exactly as the training data was (argml.faces.FaceAligner with the model's settings).
+Models, alignment and the detector come from argml.inference.
 Settings: the `live` section of params.yaml.
 """
 
 from __future__ import annotations
 
-import argml.detect as detect  # first: torchvision must be imported before TensorFlow (see argml.detect)
+from argml import inference  # first: it fixes the import order of torchvision and TensorFlow
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -29,64 +29,17 @@ from pathlib import Path  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from argml.config import LiveParams, load_params  # noqa: E402
+from argml import detect  # noqa: E402
 from argml.files import IMAGE_SUFFIXES, read_image  # noqa: E402
 from argml.pooling import TrackPools  # noqa: E402
-
-DEFAULT_MODEL = "models:/argml@champion"
-TASKS = ("gender", "race", "age")
-
-
-# --- settings and the detector ---------------------------------------------------------------------------
-
-def live_settings(params: str = "params.yaml") -> LiveParams:
-    """The `live` section of `params` (defaults when there is no such file, e.g. outside the repository)."""
-    return load_params(params).live if Path(params).exists() else LiveParams()
-
-
-def open_detector(settings: LiveParams, detector: str | None = None, sha256: str = "") -> detect.FaceDetector:
-    return detect.FaceDetector(detect.resolve_detector(detector, sha256), settings.detector_confidence,
-                               settings.detector_imgsz)
-
-
-# --- the model --------------------------------------------------------------------------------------------
-
-def load_classifier(model: str):
-    """A Classifier from a models:/ or runs:/ URI (MLflow) or a .keras file with its model.json beside."""
-    from argml.classifier import Classifier
-
-    if "://" in model or model.startswith(("models:/", "runs:/")):
-        from argml import tracking
-
-        return tracking.load_classifier(model)
-    return Classifier(model)
-
-
-class FaceClassifier:
-    """Aligns faces and classifies them; `align_and_classify` is what the worker thread runs."""
-
-    def __init__(self, model: str):
-        from argml.faces import FaceAligner
-
-        self.classifier = load_classifier(model)
-        align = self.classifier.description.get("align", {})
-        self.aligner = FaceAligner(size=self.classifier.input_size, padding=align.get("padding", 0.25))
-        for batch in (1, 2):  # trace the model now, not on the first faces (two shapes: Keras then relaxes)
-            self.classifier.probabilities(np.zeros((batch, self.classifier.input_size,
-                                                    self.classifier.input_size, 3), np.uint8))
-
-    def align_and_classify(self, frame_rgb: np.ndarray, boxes: list) -> list[dict[str, np.ndarray]]:
-        faces = np.stack([self.aligner.align(frame_rgb, box) for box in boxes])
-        probabilities = self.classifier.probabilities(faces)
-        return [{task: probabilities[task][i] for task in TASKS} for i in range(len(boxes))]
 
 
 class ClassifierWorker(threading.Thread):
     """Classifies one batch of faces at a time in its own thread, with its own model."""
 
-    def __init__(self, model: str):
+    def __init__(self, model: str, backend: str = "keras", threads: int = 0):
         super().__init__(name="argml-classifier", daemon=True)
-        self.model = model
+        self.model, self.backend, self.threads = model, backend, threads
         self.jobs: queue.Queue = queue.Queue(maxsize=1)
         self.results: queue.Queue = queue.Queue()
         self.ready = threading.Event()
@@ -97,8 +50,8 @@ class ClassifierWorker(threading.Thread):
 
     def run(self):
         try:
-            classifier = FaceClassifier(self.model)  # created in the thread that uses it
-            self.classes = classifier.classifier.description["classes"]
+            classifier = inference.FaceClassifier(self.model, self.backend, self.threads)  # in the thread using it
+            self.classes = classifier.classes
         except BaseException as error:  # reported by the main thread
             self.error = error
             self.ready.set()
@@ -108,7 +61,7 @@ class ClassifierWorker(threading.Thread):
             track_ids, frame_rgb, boxes = job
             start = time.perf_counter()
             try:
-                answers = classifier.align_and_classify(frame_rgb, boxes)
+                answers = classifier.probabilities(frame_rgb, boxes)
             except Exception as error:  # one bad crop must not stop the demo
                 print(f"live: classification failed: {error}", file=sys.stderr)
                 answers = []
@@ -147,19 +100,19 @@ class ClassifierWorker(threading.Thread):
 class InlineClassifier:
     """The worker's interface, run synchronously in the calling thread (`--inline`, for debugging)."""
 
-    def __init__(self, model: str):
-        self.model = model
+    def __init__(self, model: str, backend: str = "keras", threads: int = 0):
+        self.model, self.backend, self.threads = model, backend, threads
         self.results: list = []
         self.latencies: list[tuple[int, float]] = []
 
     def open(self) -> "InlineClassifier":
-        self.classifier = FaceClassifier(self.model)
-        self.classes = self.classifier.classifier.description["classes"]
+        self.classifier = inference.FaceClassifier(self.model, self.backend, self.threads)
+        self.classes = self.classifier.classes
         return self
 
     def submit(self, track_ids, frame_rgb, boxes) -> bool:
         start = time.perf_counter()
-        self.results += zip(track_ids, self.classifier.align_and_classify(frame_rgb, boxes))
+        self.results += zip(track_ids, self.classifier.probabilities(frame_rgb, boxes))
         self.latencies.append((len(boxes), time.perf_counter() - start))
         return True
 
@@ -320,16 +273,18 @@ def _interrupt_on_sigterm():
     return None
 
 
-def run(source: str = "0", model: str = DEFAULT_MODEL, detector: str | None = None, headless: bool = False,
+def run(source: str = "0", model: str = inference.DEFAULT_MODEL, detector: str | None = None, headless: bool = False,
         output: str | None = None, jsonl: str | None = None, inline: bool = False, max_frames: int = 0,
-        params: str = "params.yaml", detector_sha256: str = "") -> dict:
-    """Run the demo; returns a summary (frames, unreadable frames, tracks, pool resets, fps, latencies)."""
+        params: str = "params.yaml", detector_sha256: str = "", backend: str | None = None) -> dict:
+    """Run the demo; returns a summary (frames, unreadable frames, tracks, pool resets, fps, latencies, the
+    classifier's backend). `backend`: keras, litert or auto (default: params' live.backend)."""
     check_writable(output, (".mp4",), "--output")
     check_writable(jsonl, (".jsonl",), "--jsonl")
-    settings = live_settings(params)
-    face_detector = open_detector(settings, detector, detector_sha256)
+    settings = inference.settings(params)
+    face_detector = inference.open_detector(settings, detector, detector_sha256)
     frames, source_fps, stop_source = frame_source(source)
-    engine = (InlineClassifier(model) if inline else ClassifierWorker(model)).open()
+    backend = inference.choose_backend(model, backend or settings.backend)
+    engine = (InlineClassifier if inline else ClassifierWorker)(model, backend, settings.classify_threads).open()
     pools = TrackPools(settings.pool_window, settings.forget_after)
     writer, writer_size = None, None
     if jsonl:
@@ -350,13 +305,12 @@ def run(source: str = "0", model: str = DEFAULT_MODEL, detector: str | None = No
             faces = face_detector.track(frame)
             tracked = [face for face in faces if face.track_id is not None]
             pools.seen([face.track_id for face in tracked], index)
-            due = [face for face in tracked
-                   if now - pools.pools[face.track_id].last_submitted >= settings.classify_interval]
-            if due and engine.submit([f.track_id for f in due], cv2.cvtColor(frame, cv2.COLOR_BGR2RGB),
-                                     [f.box for f in due]):
-                for face in due:
-                    pools.pools[face.track_id].last_submitted = now
-                summary["classified_faces"] += len(due)
+            due = set(pools.due([face.track_id for face in tracked], now, settings.classify_interval))
+            due_faces = [face for face in tracked if face.track_id in due]
+            if due_faces and engine.submit([f.track_id for f in due_faces], cv2.cvtColor(frame, cv2.COLOR_BGR2RGB),
+                                           [f.box for f in due_faces]):
+                pools.submitted([f.track_id for f in due_faces], now)
+                summary["classified_faces"] += len(due_faces)
             for track_id, answer in engine.drain():
                 pools.add(track_id, answer)
 
@@ -400,7 +354,7 @@ def run(source: str = "0", model: str = DEFAULT_MODEL, detector: str | None = No
         if not headless:
             cv2.destroyAllWindows()
     elapsed = time.perf_counter() - start
-    return {**summary, "tracks": sorted(summary["tracks"]), "pool_resets": pools.resets,
+    return {**summary, "backend": backend, "tracks": sorted(summary["tracks"]), "pool_resets": pools.resets,
             "seconds": elapsed, "fps": summary["frames"] / elapsed if elapsed else 0.0,
             "classify_latency_per_face": [seconds / faces for faces, seconds in engine.latencies if faces]}
 
@@ -420,8 +374,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", nargs="?", default="0",
                         help="webcam index (default 0), a video file, an image or a folder of images")
-    parser.add_argument("--model", default=DEFAULT_MODEL,
+    parser.add_argument("--model", default=inference.DEFAULT_MODEL,
                         help="MLflow models:/ URI (default %(default)s) or a .keras file with model.json beside it")
+    parser.add_argument("--backend", choices=inference.BACKENDS,
+                        help="classifier runtime (default: params' live.backend, auto = the model's int8 LiteRT "
+                             "export where it is within tolerance of Keras)")
     parser.add_argument("--detector", help=f"YOLO face model path or URL (default ${detect.ENV_DETECTOR})")
     parser.add_argument("--detector-sha256", default="", help="expected sha256 of a --detector URL's download")
     parser.add_argument("--headless", action="store_true", help="no window (use with --output/--jsonl)")
@@ -441,7 +398,7 @@ def main(argv=None) -> int:
         print(f"live: {error}", file=sys.stderr)
         return 2
     print(f"live: {summary['frames']} frames ({summary['unreadable_frames']} unreadable), "
-          f"{len(summary['tracks'])} people tracked, {summary['fps']:.1f} FPS")
+          f"{len(summary['tracks'])} people tracked, {summary['fps']:.1f} FPS, {summary['backend']} classifier")
     if summary["frames"] == 0:
         print(f"live: no frame of {args.source} could be read (a damaged or unsupported file?)", file=sys.stderr)
         return 1

@@ -41,6 +41,15 @@ class TrackPools:
             del self.pools[track_id]
             self.resets += 1
 
+    def due(self, track_ids: list[int], now: float, interval: float) -> list[int]:
+        """The people among `track_ids` whose last classification request is `interval` seconds old or more."""
+        return [track_id for track_id in track_ids
+                if track_id in self.pools and now - self.pools[track_id].last_submitted >= interval]
+
+    def submitted(self, track_ids: list[int], now: float) -> None:
+        for track_id in track_ids:
+            self.pools[track_id].last_submitted = now
+
     def add(self, track_id: int, probabilities: dict[str, np.ndarray]) -> None:
         pool = self.pools.get(track_id)
         if pool is None:  # the person left while their face was being classified

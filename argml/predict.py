@@ -7,21 +7,20 @@ the YOLO face model and aligned as in training. Unreadable files are listed and 
 
 from __future__ import annotations
 
-import argml.detect as detect  # first: torchvision must be imported before TensorFlow (see argml.detect)
+from argml import inference  # first: it fixes the import order of torchvision and TensorFlow
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from argml import detect  # noqa: E402
 from argml.files import IMAGE_SUFFIXES, atomic_path, read_image  # noqa: E402
-from argml.live import DEFAULT_MODEL, FaceClassifier, check_writable, live_settings, open_detector  # noqa: E402
+from argml.live import check_writable  # noqa: E402
 
-COLUMNS = ["file", "face", "x1", "y1", "x2", "y2", "detector_confidence"]
+COLUMNS = ["file", *inference.BOX_COLUMNS]
 
 
 def image_paths(paths: list[str]) -> list[Path]:
@@ -36,22 +35,21 @@ def image_paths(paths: list[str]) -> list[Path]:
     return found
 
 
-def predict_files(files: list[Path], classifier: FaceClassifier, face_detector) -> tuple[pd.DataFrame, list[str]]:
-    rows, unreadable = [], []
+def predict_files(files: list[Path], classifier: inference.FaceClassifier,
+                  face_detector) -> tuple[pd.DataFrame, list[str]]:
+    tables, unreadable = [], []
     for path in tqdm(files, desc="predict", unit="img"):
         image = read_image(path)
         if image is None:
             unreadable.append(str(path))
             continue
-        faces = face_detector.detect(image)
-        if not faces:
-            continue
-        answers = classifier.classifier.predict(np.stack([
-            classifier.aligner.align(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), face.box) for face in faces]))
-        for index, (face, answer) in enumerate(zip(faces, answers.to_dict("records"))):
-            rows.append({"file": str(path), "face": index, **dict(zip(COLUMNS[2:6], (round(v, 1) for v in face.box))),
-                         "detector_confidence": round(face.confidence, 4), **answer})
-    return pd.DataFrame(rows, columns=None if rows else COLUMNS), unreadable
+        faces = inference.predict_image(image, face_detector, classifier)
+        if len(faces):
+            tables.append(faces.assign(file=str(path)))
+    if not tables:
+        return pd.DataFrame(columns=COLUMNS), unreadable
+    table = pd.concat(tables, ignore_index=True)
+    return table[COLUMNS + [column for column in table.columns if column not in COLUMNS]], unreadable
 
 
 def save(table: pd.DataFrame, out: str | Path) -> None:
@@ -65,14 +63,16 @@ def save(table: pd.DataFrame, out: str | Path) -> None:
             raise ValueError(f"--out must end in .csv or .jsonl, got {out.name!r}")
 
 
-def run(paths: list[str], out: str, model: str = DEFAULT_MODEL, detector: str | None = None,
-        params: str = "params.yaml", detector_sha256: str = "") -> dict:
+def run(paths: list[str], out: str, model: str = inference.DEFAULT_MODEL, detector: str | None = None,
+        params: str = "params.yaml", detector_sha256: str = "", backend: str | None = None) -> dict:
     check_writable(out, (".csv", ".jsonl"), "--out")
-    face_detector = open_detector(live_settings(params), detector, detector_sha256)
+    settings = inference.settings(params)
+    face_detector = inference.open_detector(settings, detector, detector_sha256)
     files = image_paths(paths)
-    table, unreadable = predict_files(files, FaceClassifier(model), face_detector)
+    backend = inference.choose_backend(model, backend or settings.backend)
+    table, unreadable = predict_files(files, inference.FaceClassifier(model, backend), face_detector)
     save(table, out)
-    return {"images": len(files), "faces": len(table), "unreadable": unreadable}
+    return {"images": len(files), "faces": len(table), "unreadable": unreadable, "backend": backend}
 
 
 def main(argv=None) -> int:
@@ -80,20 +80,23 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", metavar="PATH", help="images and folders")
     parser.add_argument("--out", required=True, help="preds.csv or preds.jsonl")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="models:/ URI (default %(default)s) or a .keras file")
+    parser.add_argument("--model", default=inference.DEFAULT_MODEL, help="models:/ URI (default %(default)s) or a .keras file")
+    parser.add_argument("--backend", choices=inference.BACKENDS,
+                        help="classifier runtime (default: params' live.backend, auto = the model's int8 LiteRT "
+                             "export where it is within tolerance of Keras)")
     parser.add_argument("--detector", help=f"YOLO face model path or URL (default ${detect.ENV_DETECTOR})")
     parser.add_argument("--detector-sha256", default="", help="expected sha256 of a --detector URL's download")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     try:
-        summary = run(args.paths, args.out, args.model, args.detector, args.params, args.detector_sha256)
+        summary = run(args.paths, args.out, args.model, args.detector, args.params, args.detector_sha256, args.backend)
     except (OSError, ValueError, RuntimeError) as error:
         print(f"predict: {error}", file=sys.stderr)
         return 2
     for path in summary["unreadable"]:
         print(f"predict: unreadable, skipped: {path}", file=sys.stderr)
     print(f"predict: {summary['faces']} faces in {summary['images']} images "
-          f"({len(summary['unreadable'])} unreadable) -> {args.out}")
+          f"({len(summary['unreadable'])} unreadable, {summary['backend']} classifier) -> {args.out}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Test and benchmark videos: real UTKFace faces placed on a background, entering and leaving at known frames.
+"""Test, benchmark and demo videos: real UTKFace faces on a background, entering, walking and leaving at known
+frames.
 
 `make_video` writes an .mp4 and returns the ground truth: which person is where in which frame.
 """
@@ -15,12 +16,21 @@ import numpy as np
 @dataclass(frozen=True)
 class Person:
     image: str  # path of a face image (e.g. a UTKFace crop)
-    center: tuple[int, int]  # where the face sits (pixels)
+    center: tuple[int, int]  # where the face sits (pixels) in the first frame
     visible: tuple[tuple[int, int], ...]  # [start, end) frame ranges when the person is in view
     size: int = 150  # face side in pixels
+    end: tuple[int, int] | None = None  # where the face sits in the last frame: it walks there at a steady pace
 
     def in_view(self, frame: int) -> bool:
         return any(start <= frame < end for start, end in self.visible)
+
+    def position(self, frame: int, frames: int) -> tuple[int, int]:
+        """The face's centre in `frame` of a `frames`-long video (before the small sway `render` adds)."""
+        if self.end is None or frames < 2:
+            return self.center
+        share = frame / (frames - 1)
+        return (int(round(self.center[0] + share * (self.end[0] - self.center[0]))),
+                int(round(self.center[1] + share * (self.end[1] - self.center[1]))))
 
 
 def background(width: int, height: int, seed: int = 0) -> np.ndarray:
@@ -33,15 +43,17 @@ def background(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.clip(base + texture, 0, 255).astype(np.uint8)
 
 
-def render(people: list[Person], frame: int, canvas: np.ndarray, faces: dict[str, np.ndarray]) -> np.ndarray:
+def render(people: list[Person], frame: int, canvas: np.ndarray, faces: dict[str, np.ndarray],
+           frames: int = 1) -> np.ndarray:
     image = canvas.copy()
     for person in people:
         if not person.in_view(frame):
             continue
         face = faces[person.image]
         drift = int(round(3 * np.sin(frame / 7)))  # people are never perfectly still
-        x = person.center[0] - person.size // 2 + drift
-        y = person.center[1] - person.size // 2
+        center = person.position(frame, frames)
+        x = min(max(center[0] - person.size // 2 + drift, 0), image.shape[1] - person.size)
+        y = min(max(center[1] - person.size // 2, 0), image.shape[0] - person.size)
         image[y:y + person.size, x:x + person.size] = face
     return image
 
@@ -60,7 +72,7 @@ def make_video(path: str | Path, people: list[Person], frames: int, size: tuple[
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
     truth = []
     for frame in range(frames):
-        writer.write(render(people, frame, canvas, faces))
+        writer.write(render(people, frame, canvas, faces, frames))
         truth.append([index for index, person in enumerate(people) if person.in_view(frame)])
     writer.release()
     return truth

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
 from argml import live, predict
@@ -267,3 +268,23 @@ def test_a_registry_model_outside_the_repo_creates_no_store(detector, utkface_di
     assert sorted(p.name for p in tmp_path.iterdir()) == ["face.jpg"], "nothing created where not asked"
     noise = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("predict:")]
     assert noise == [], noise  # no TensorFlow/absl/MLflow chatter around argml's own line
+
+
+def test_litert_and_keras_backends_give_the_same_labels(detector, registry, utkface_dir, tmp_path):
+    images = [str(path) for path in sorted(utkface_dir.iterdir())[300:304]]
+    tables = {}
+    for backend in ("keras", "litert"):
+        summary = predict.run(images, str(tmp_path / f"{backend}.csv"), detector=detector,
+                              params=str(registry / "params.yaml"), backend=backend)
+        assert summary["backend"] == backend
+        tables[backend] = pd.read_csv(tmp_path / f"{backend}.csv")
+    keras_table, litert_table = tables["keras"], tables["litert"]
+    assert len(keras_table) == len(litert_table) >= 4
+    for task in ("gender", "race"):
+        assert (keras_table[task] == litert_table[task]).mean() >= 0.75, task  # int8: a borderline face may flip
+        np.testing.assert_allclose(keras_table[f"{task}_probability"], litert_table[f"{task}_probability"], atol=0.15)
+    np.testing.assert_allclose(keras_table["age_years"], litert_table["age_years"], atol=3)
+
+    summary = live.run(images[0], detector=detector, headless=True, backend="litert",
+                       params=str(registry / "params.yaml"))
+    assert summary["backend"] == "litert" and summary["frames"] == 1

@@ -25,7 +25,8 @@ def pipeline(pipeline_repo):
 def test_repro_runs_every_stage_and_counts_add_up(pipeline):
     copy, _, output = pipeline
     for stage in ("params", "download", "labels", "align", "augment", "tfrecords", "features", "train@binned",
-                  "train@exact", "evaluate@binned", "evaluate@exact", "champion"):
+                  "train@exact", "evaluate@binned", "evaluate@exact", "export@binned", "export@exact", "champion",
+                  "demo"):
         assert f"Running stage '{stage}'" in output, stage
     for noise in ("absl::InitializeLog", "oneDNN custom operations", "Add type hints to the `predict` method"):
         assert noise not in output, noise  # only argml's lines and real warnings
@@ -96,3 +97,25 @@ def test_params_diff_shows_an_edit_and_repro_reruns_only_what_depends_on_it(pipe
         assert f"Running stage '{stage}'" in output, stage
     for stage in ("download", "labels"):
         assert f"Running stage '{stage}'" not in output and f"Stage '{stage}' didn't change" in output, stage
+
+
+def test_the_demo_stage_plays_the_clip_through_the_live_path(pipeline):
+    import cv2
+
+    copy, _, output = pipeline
+    demo = json.loads((copy / "reports" / "demo.json").read_text())
+    assert demo["frames"] == 120 and demo["people"] == 4
+    assert demo["tracks"] >= 4  # the returning person may get a new track
+    assert demo["pool_resets"] >= 1  # the person who left was forgotten
+    assert demo["backend"] in ("keras", "litert") and demo["fps"] > 0
+    for person in demo["per_person"]:
+        assert person["frames_labelled"] > 0.5 * person["frames_in_view"], person
+        assert all(0 <= person[f"{task}_match"] <= 1 for task in ("gender", "race", "age"))
+    left = next(person for person in demo["per_person"] if person["frames_in_view"] == 90)  # gone 30 of 120
+    assert left["frames_labelled"] <= 90
+    lines = (copy / "reports" / "demo.jsonl").read_text().splitlines()
+    assert len(lines) == 120 and json.loads(lines[0])["frame"] == 0
+    video = cv2.VideoCapture(str(copy / "reports" / "demo.mp4"))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 120
+    video.release()
+    assert "Running stage 'demo'" in output

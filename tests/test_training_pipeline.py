@@ -14,7 +14,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from conftest import DVC, REPO, run, set_param
+from conftest import DVC, REPO, assert_mlflow_ui_compares, run, set_param
 
 pytestmark = pytest.mark.slow
 
@@ -263,3 +263,110 @@ def test_mlflow_models_serve_answers_json(pipeline_repo, faces, tmp_path):
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_mlflow_ui_opens_on_the_training_runs_and_compares_them(pipeline_repo, mlflow_client, tmp_path):
+    copy, env, _ = pipeline_repo
+    experiment = mlflow_client.get_experiment_by_name("argml")
+    runs = {run.info.run_name: run.info.run_id for run in mlflow_client.search_runs([experiment.experiment_id])}
+    port = free_port()
+    server = subprocess.Popen(
+        [str(DVC.parent / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{copy / 'mlflow.db'}",
+         "-h", "127.0.0.1", "-p", str(port)], cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True)
+    try:
+        wait_for_url(f"http://127.0.0.1:{port}/health", server, 120)
+        assert_mlflow_ui_compares(f"http://127.0.0.1:{port}", experiment.experiment_id, runs, tmp_path)
+    finally:
+        os.killpg(server.pid, 15)  # the UI's workers too
+        server.wait(timeout=30)
+
+
+def wait_for_url(url: str, server: subprocess.Popen, seconds: float) -> None:
+    deadline = time.time() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            if server.poll() is not None:
+                pytest.fail(f"server exited: {server.stdout.read()[-4000:]}")
+            if time.time() > deadline:
+                pytest.fail(f"{url} did not answer within {seconds} s")
+            time.sleep(0.5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_litert_exports_are_measured_against_keras(pipeline_repo, mlflow_client, mode):
+    from argml import litert
+    from argml.files import file_digest
+
+    copy, _, _ = pipeline_repo
+    report = json.loads((copy / "reports" / mode / "export.json").read_text())
+    assert report["test_faces"] > 0
+    fp32, int8 = report["fp32"], report["int8"]
+    assert fp32["within_tolerance"] and all(value == 1.0 for value in fp32["label_agreement"].values())
+    assert all(abs(value) < 1e-3 for key, value in fp32["delta"].items() if key != "age.mae")
+    assert abs(fp32["delta"]["age.mae"]) < 0.01
+    assert min(int8["label_agreement"].values()) >= 0.8  # a few real test faces: at most a borderline flip
+    for name in ("keras", "fp32", "int8"):
+        assert report[name]["faces_per_s_batch1"] > 0 and report[name]["faces_per_s_batch8"] > 0
+    assert int8["size_mb"] < 0.5 * report["size_mb_keras"]
+
+    version = mlflow_client.get_model_version_by_alias("argml", mode)
+    folder = copy / "data" / "litert" / mode
+    for kind in litert.KINDS:
+        assert version.tags[f"litert_{kind}_sha256"] == file_digest(folder / litert.export_name(kind), "sha256")
+    assert version.tags["litert_within_tolerance"] == str(int8["within_tolerance"]).lower()
+    logged = {item.path for item in mlflow_client.list_artifacts(version.run_id, "litert")}
+    assert {"litert/model.int8.tflite", "litert/model.fp32.tflite", "litert/export.json"} <= logged
+
+
+def test_the_photo_model_answers_encoded_images_over_rest(pipeline_repo, utkface_dir, tmp_path, monkeypatch):
+    import base64
+
+    import pandas as pd
+
+    from argml import predict
+
+    copy, env, _ = pipeline_repo
+    images = sorted(utkface_dir.iterdir())[200:202]
+    port = free_port()
+    server = subprocess.Popen(
+        [str(DVC.parent / "mlflow"), "models", "serve", "-m", "models:/argml-photos@champion", "--env-manager",
+         "local", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=copy, env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{copy / 'mlflow.db'}"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for_url(f"http://127.0.0.1:{port}/ping", server, 180)
+        records = [{"name": path.name, "image": base64.b64encode(path.read_bytes()).decode()} for path in images]
+        records.append({"name": "junk.jpg", "image": base64.b64encode(b"not an image").decode()})
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                         data=json.dumps({"dataframe_records": records}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        rows = pd.DataFrame(json.loads(urllib.request.urlopen(request, timeout=120).read())["predictions"])
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+
+    junk = rows[rows["name"] == "junk.jpg"]
+    assert len(junk) == 1 and "not a readable" in junk["error"].iloc[0]
+    faces = rows[rows["name"] != "junk.jpg"]
+    assert faces["error"].isna().all() and set(faces["name"]) == {path.name for path in images}
+    backend = json.loads((copy / "reports" / "champion.json").read_text())
+    assert backend["photo_model"] == "argml-photos"
+
+    # The same faces through argml.predict with the model the photo model serves: the same answers.
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{copy / 'mlflow.db'}")
+    served = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_model_version_by_alias(
+        "argml-photos", "champion").tags["backend"]
+    out = tmp_path / "preds.csv"
+    predict.run([str(path) for path in images], str(out), detector=os.environ["ARGML_YOLO_FACE"],
+                params=str(copy / "params.yaml"), backend=served)
+    expected = pd.read_csv(out)
+    assert len(expected) == len(faces)
+    for column in ("gender", "race", "age"):
+        assert list(expected[column]) == list(faces[column]), column
+    np.testing.assert_allclose(expected["age_years"], faces["age_years"].astype(float), atol=1e-3)
