@@ -128,6 +128,7 @@ class LiveParams:
     pool_window: int = 0  # average a person's answers over all observations (0) or the last N
     forget_after: int = 15  # frames a person may be missing before their pool is reset
     classify_interval: float = 0.25  # min seconds between two classifications of one person (0 = when free)
+    detector_threads: int = 0  # LiteRT threads of a .tflite detector (0 = one per CPU; Ultralytics' own: CPUs - 1)
     backend: str = "auto"  # keras, litert, or auto: the model's int8 LiteRT export where it is within tolerance
     classify_threads: int = 1  # LiteRT threads of the classifier (0 = one per CPU); YOLO needs the others
 
@@ -180,6 +181,7 @@ RANGES = {
     "evaluate.bootstrap_rounds": (0, 100000), "evaluate.confidence": (0.5, 0.999), "evaluate.batch_size": (1, 4096),
     "live.detector_confidence": (0.01, 1.0), "live.detector_imgsz": (32, 4096), "live.pool_window": (0, None),
     "live.forget_after": (1, None), "live.classify_interval": (0.0, 60.0), "live.classify_threads": (0, 256),
+    "live.detector_threads": (0, 256),
     "export.batch_size": (1, 4096), "export.threads": (0, 256), "export.timing_runs": (1, 100),
     "export.accuracy_points": (0.0, 100.0), "export.mae_years": (0.0, None),
     "demo.people": (1, 4), "demo.frames": (10, 100000), "demo.fps": (1.0, 240.0),

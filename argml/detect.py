@@ -36,6 +36,17 @@ ENV_DETECTOR = "ARGML_YOLO_FACE"
 FORMATS = (".onnx", ".tflite", ".pt")  # .pt: loaded weights-only (see the module docstring)
 
 
+def _set_litert_threads(threads: int) -> None:
+    """Ultralytics runs a .tflite detector with min(8, CPUs - 1) threads (one on a 2-CPU machine, where YOLO
+    is then the live path's bottleneck) and has no setting for it: its LiteRT backend reads the module
+    constant NUM_THREADS when it builds the interpreter. `threads` 0: one per CPU."""
+    try:
+        from ultralytics.nn.backends import litert as backend
+    except ImportError:  # another Ultralytics layout: keep its default
+        return
+    backend.NUM_THREADS = threads or os.cpu_count() or 1
+
+
 @dataclass
 class Face:
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
@@ -104,11 +115,14 @@ class FaceDetector:
     """YOLO face detection (`detect`) or detection + ByteTrack identities (`track`). Create and use it in
     one thread (Ultralytics models are not thread-safe)."""
 
-    def __init__(self, model_path: str | Path, confidence: float = 0.5, imgsz: int = 640):
+    def __init__(self, model_path: str | Path, confidence: float = 0.5, imgsz: int = 640, threads: int = 0):
         os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(os.environ.get("ARGML_CACHE", "~/.cache/argml"))
                                                      .expanduser() / "ultralytics"))
         from ultralytics import YOLO
         from ultralytics.nn import tasks
+
+        if Path(model_path).suffix.lower() == ".tflite":
+            _set_litert_threads(threads)
 
         model_path = Path(model_path)
         if model_path.suffix.lower() == ".pt" and not tasks.SAFE_LOAD:

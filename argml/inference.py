@@ -35,7 +35,7 @@ def settings(params: str | Path = "params.yaml") -> LiveParams:
 def open_detector(live: LiveParams, detector: str | None = None, sha256: str = "") -> detect.FaceDetector:
     """The YOLO face detector: `detector` (a path, or a URL checked against `sha256`) or $ARGML_YOLO_FACE."""
     return detect.FaceDetector(detect.resolve_detector(detector, sha256), live.detector_confidence,
-                               live.detector_imgsz)
+                               live.detector_imgsz, live.detector_threads)
 
 
 def is_registry_uri(model: str) -> bool:

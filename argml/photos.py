@@ -72,7 +72,7 @@ class PhotoPyfunc(mlflow.pyfunc.PythonModel):
         if file_digest(classifier, "sha256") != settings["classifier_sha256"]:
             raise ValueError(f"the classifier {classifier} does not match the sha256 it was logged with")
         self.detector = inference.detect.FaceDetector(detector, settings["detector_confidence"],
-                                                      settings["detector_imgsz"])
+                                                      settings["detector_imgsz"], settings.get("detector_threads", 0))
         self.classifier = inference.FaceClassifier(classifier, settings["backend"], settings.get("threads", 0))
         self.backend = settings["backend"]
 
@@ -126,7 +126,8 @@ def log_photo_model(run_id: str, classifier_dir: str | Path, classifier_file: st
                 "classifier_sha256": file_digest(classifier_dir / classifier_file, "sha256"),
                 "detector_sha256": file_digest(detector, "sha256"),
                 "detector_confidence": live_settings.detector_confidence,
-                "detector_imgsz": live_settings.detector_imgsz, "threads": 0}
+                "detector_imgsz": live_settings.detector_imgsz, "detector_threads": live_settings.detector_threads,
+                "threads": 0}
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / "classifier"
         folder.mkdir()
