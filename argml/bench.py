@@ -2,7 +2,8 @@
 
 facenet: time to build the model and load its weights, cold (parsing the frozen graph) and from the cache,
 and forward throughput at batch 32 on real aligned UTKFace faces (or random images when ARGML_UTKFACE is
-unset). Prints every run and the median with min-max spread.
+unset); then what the features stage computes, with Keras and with a LiteRT fp32 conversion (images/s and
+cosine between the two). Prints every run and the median with min-max spread.
 
 live: end-to-end FPS of the headless live path (YOLO tracking + asynchronous classification + drawing) on
 videos of real UTKFace faces: 640x480 with 1 and with 3 faces, 1280x720 with 12 faces, and the same again
@@ -74,6 +75,40 @@ def bench_facenet(runs: int, batch_size: int = 32) -> None:
             model.predict_on_batch(images)
         rates.append(4 * batch_size / (time.perf_counter() - start))
     print(f"forward, batch {batch_size}, {os.cpu_count()} CPUs: {_spread(rates, 'images/s')}")
+    bench_features_litert(model, images, runs)
+
+
+def bench_features_litert(backbone, images: np.ndarray, runs: int) -> None:
+    """What the features stage computes (the input of features.from_block's default, Mixed_7a, and the pooled
+    features) with Keras and with a LiteRT fp32 conversion (XNNPACK): images/s and agreement."""
+    import keras
+
+    from argml import facenet, litert
+
+    lower, _ = facenet.split(backbone, "Mixed_7a")
+    both = keras.Model(backbone.inputs, [lower.output, facenet.feature_model(backbone, "pooled").output])
+    with tempfile.TemporaryDirectory() as scratch:
+        path = litert.convert(both, os.path.join(scratch, "features.tflite"), "fp32")
+        from ai_edge_litert.interpreter import Interpreter
+
+        runner = Interpreter(model_path=str(path), num_threads=os.cpu_count()).get_signature_runner("serving_default")
+        [input_name] = runner.get_input_details()
+        keras_outputs = sorted((np.asarray(o) for o in both.predict_on_batch(images)), key=lambda a: a.shape[-1])
+        lite_outputs = sorted(runner(**{input_name: images.astype(np.float32)}).values(), key=lambda a: a.shape[-1])
+        for ours, theirs in zip(lite_outputs, keras_outputs):
+            ours, theirs = ours.reshape(len(ours), -1), theirs.reshape(len(theirs), -1)
+            cosine = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
+            print(f"features {ours.shape[1]}-d: LiteRT vs Keras cosine min {cosine.min():.7f}")
+        for name, forward in (("Keras", both.predict_on_batch),
+                              ("LiteRT fp32", lambda x: runner(**{input_name: x.astype(np.float32)}))):
+            forward(images)
+            rates = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                for _ in range(4):
+                    forward(images)
+                rates.append(4 * len(images) / (time.perf_counter() - start))
+            print(f"features stage forward ({name}), batch {len(images)}: {_spread(rates, 'images/s')}")
 
 
 LIVE_CASES = (  # (name, frame size, faces, a CPU-bound process beside)

@@ -31,11 +31,16 @@ def export_name(kind: str) -> str:
 def export(keras_model_path: str | Path, out: str | Path, kind: str) -> Path:
     """Convert the .keras model at `keras_model_path` to a LiteRT file `out` (`kind`: fp32 or int8)."""
     import keras
+
+    return convert(keras.saving.load_model(keras_model_path, compile=False), out, kind)
+
+
+def convert(model, out: str | Path, kind: str) -> Path:
+    """Convert a Keras model taking [B, S, S, 3] images to a LiteRT file `out` (`kind`: fp32 or int8)."""
     import tensorflow as tf
 
     if kind not in KINDS:
         raise ValueError(f"export kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    model = keras.saving.load_model(keras_model_path, compile=False)
     size = model.input_shape[1]
     settings = {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
     if kind == "int8":

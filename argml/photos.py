@@ -91,6 +91,8 @@ class PhotoPyfunc(mlflow.pyfunc.PythonModel):
         if not tables:
             return pd.DataFrame(columns=["name", "error", *inference.BOX_COLUMNS])
         table = pd.concat(tables, ignore_index=True)
+        if "face" in table:
+            table["face"] = table["face"].astype("Int64")  # an error row has none: keep the others integers
         first = ["name", "error", *inference.BOX_COLUMNS]
         table = table[[c for c in first if c in table] + [c for c in table.columns if c not in first]]
         return table.astype(object).where(table.notna(), None)  # JSON null, not NaN, for missing cells
