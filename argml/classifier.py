@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-TASKS = ("gender", "race", "age")
+TASKS = ("gender", "race", "age")  # the model's outputs, in the order reports show them
 
 
 def predictions_table(probabilities: dict[str, np.ndarray], description: dict) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from argml.classifier import TASKS
 from argml.files import atomic_path
 from argml.labels import AGE_BIN_NAMES, GENDERS, RACES, age_bin
 from argml.synthetic import Person, make_video
@@ -93,7 +94,7 @@ def score(records: list[dict], people: list[Person], truth: pd.DataFrame, frames
                 if not face["labels"]:
                     continue
                 labelled += 1
-                shown = {task: face["labels"][task]["label"] for task in ("gender", "race")}
+                shown = {task: face["labels"][task]["label"] for task in TASKS if task != "age"}
                 shown["age"] = label_age_bin(face["labels"]["age"]["label"])
                 for task in matches:
                     matches[task] += shown[task] == expected[task]
@@ -133,6 +134,6 @@ def run(raw_dir: str | Path, split_csv: str | Path, video_out: str | Path, jsonl
         "people": len(cast_scene), "tracks": len(summary["tracks"]), "pool_resets": summary["pool_resets"],
         "classified_faces": summary["classified_faces"],
         "match": {task: round(float(np.mean([p[f"{task}_match"] for p in labelled])), 4) if labelled else None
-                  for task in ("gender", "race", "age")},
+                  for task in TASKS},
         "per_person": per_person,
     }

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
+from argml.classifier import TASKS
 from argml.labels import AGE_BIN_NAMES, EXACT_AGE_TOP, GENDERS, RACES, age_bin, age_class
 
 GROUPINGS = ("race", "gender", "race_x_gender", "age_bin")
@@ -66,7 +67,7 @@ def row_outcomes(probabilities: dict[str, np.ndarray], labels: dict[str, np.ndar
 def summary_metrics(rows: pd.DataFrame) -> dict[str, float]:
     """The headline metrics of a set of rows (the whole test set, or one group)."""
     metrics = {}
-    for task in ("gender", "race", "age"):
+    for task in TASKS:
         truth, guess = rows[f"{task}_true"], rows[f"{task}_pred"]
         metrics[f"{task}.accuracy"] = float((truth == guess).mean())
         metrics[f"{task}.macro_f1"] = float(f1_score(truth, guess, average="macro", zero_division=0))

@@ -88,14 +88,10 @@ def load_split(folder: str | Path, split: str, mode: str) -> dict:
     folder = Path(folder)
     info = read_info(folder)
     labels = dict(np.load(folder / f"{split}.labels.npz"))
-    keep = np.ones(len(labels["race"]), bool)
-    if mode == "binned":
-        keep = labels["variant"] != tfrecords.VARIANTS["exact_age"]
-    elif mode != "exact":
-        raise ValueError(f"unknown age mode {mode!r}; use 'binned' or 'exact'")
-    index = np.flatnonzero(keep)
+    left_out = [tfrecords.VARIANTS[variant] for variant in tfrecords.left_out_variants(mode)]
+    index = np.flatnonzero(~np.isin(labels["variant"], left_out))
     labels = {key: value[index] for key, value in labels.items()}
-    age = labels["age_bin"] if mode == "binned" else labels["age_class"]
+    age = labels[tfrecords.age_column(mode)]
     return {
         "lower": np.load(folder / f"{split}.lower.npy", mmap_mode="r"),
         "index": index,  # rows of `lower` that belong to this mode

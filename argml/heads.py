@@ -11,9 +11,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from argml.classifier import TASKS
 from argml.labels import TASK_CLASSES, age_classes
-
-TASKS = ("age", "race", "gender")
 
 
 def class_names(mode: str) -> dict[str, tuple[str, ...]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from argml.classifier import TASKS
 from argml.files import atomic_path, file_digest
 
 KINDS = ("fp32", "int8")
@@ -170,7 +171,7 @@ def measure(model_dir: str | Path, export_dir: str | Path, dataset, mode: str, b
             delta = deltas(metrics, evaluate.summary_metrics(rows["keras"]))
             entry["delta"] = {key: round(delta[key], 5) for key in HEADLINE}
             entry["label_agreement"] = {task: round(float((rows[name][f"{task}_pred"] == rows["keras"][
-                f"{task}_pred"]).mean()), 5) for task in ("gender", "race", "age")}
+                f"{task}_pred"]).mean()), 5) for task in TASKS}
             group_delta = (groups[name] - groups["keras"]).dropna()
             entry["worst_group_delta"] = {metric: round(float(values.abs().max()), 5) for metric, values in
                                           group_delta.groupby(level="metric") if metric in HEADLINE}

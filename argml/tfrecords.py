@@ -23,6 +23,18 @@ VARIANTS = {"original": 0, "race": 1, "exact_age": 2}
 INT_FEATURES = ("age", "gender", "race", "age_bin", "age_class", "variant")
 
 
+def age_column(mode: str) -> str:
+    """The label an age mode's head learns: the 9 bins (binned) or one class per year (exact)."""
+    age_classes(mode)  # validates the mode
+    return "age_bin" if mode == "binned" else "age_class"
+
+
+def left_out_variants(mode: str) -> tuple[str, ...]:
+    """The variants an age mode neither trains nor evaluates on: binned leaves out the exact-age copies."""
+    age_classes(mode)  # validates the mode
+    return ("exact_age",) if mode == "binned" else ()
+
+
 def _tf():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf  # imported late: a TensorFlow import costs ~7 s and is needed only here
@@ -79,7 +91,7 @@ def read_manifest(folder: str | Path) -> dict:
 def count(folder: str | Path, split: str, mode: str = "binned") -> int:
     """Examples `load_dataset(folder, split, mode)` yields per epoch."""
     info = read_manifest(folder)["splits"][split]
-    return info["examples"] - (info["per_variant"]["exact_age"] if mode == "binned" else 0)
+    return info["examples"] - sum(info["per_variant"][variant] for variant in left_out_variants(mode))
 
 
 def load_dataset(folder: str | Path, split: str, mode: str = "binned", batch_size: int = 32,
@@ -91,7 +103,8 @@ def load_dataset(folder: str | Path, split: str, mode: str = "binned", batch_siz
     Shuffles by default for the training split only. Decoding runs in parallel; batches are prefetched.
     """
     tf = _tf()
-    age_classes(mode)  # validates the mode
+    age_key = age_column(mode)
+    left_out = [VARIANTS[variant] for variant in left_out_variants(mode)]
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {SPLITS}")
     folder = Path(folder)
@@ -100,7 +113,6 @@ def load_dataset(folder: str | Path, split: str, mode: str = "binned", batch_siz
     spec = {name: tf.io.FixedLenFeature([], tf.int64) for name in INT_FEATURES}
     spec["image"] = tf.io.FixedLenFeature([], tf.string)
     spec["file"] = tf.io.FixedLenFeature([], tf.string)
-    age_key = "age_bin" if mode == "binned" else "age_class"
 
     def parse(record):
         example = tf.io.parse_single_example(record, spec)
@@ -115,8 +127,8 @@ def load_dataset(folder: str | Path, split: str, mode: str = "binned", batch_siz
     if shuffle:
         dataset = dataset.shuffle(8192, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-    if mode == "binned":
-        dataset = dataset.filter(lambda image, targets, variant: variant != VARIANTS["exact_age"])
+    if left_out:
+        dataset = dataset.filter(lambda image, targets, variant: tf.reduce_all(variant != left_out))
     dataset = dataset.map(lambda image, targets, variant: (image, targets))
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 

@@ -20,9 +20,10 @@ import keras
 import numpy as np
 import pandas as pd
 
-from argml import facenet, features
+from argml import facenet, features, tfrecords
 from argml.config import TrainParams
-from argml.heads import TASKS, build_heads, class_names, compile_model
+from argml.classifier import TASKS
+from argml.heads import build_heads, class_names, compile_model
 
 
 class CachedBatches(keras.utils.PyDataset):
@@ -102,7 +103,7 @@ def prepare_checkpoints(checkpoint_dir: str | Path, fingerprint: dict) -> bool:
 
 def age_values(train_labels: dict[str, np.ndarray], mode: str) -> list[float]:
     """The age each age class stands for (mean training age of the class), for expected-age predictions."""
-    column = train_labels["age_bin"] if mode == "binned" else train_labels["age_class"]
+    column = train_labels[tfrecords.age_column(mode)]
     frame = pd.DataFrame({"cls": column, "age": train_labels["age_years"]})
     means = frame.groupby("cls")["age"].mean()
     fallback = {index: float(index + 1) for index in range(len(class_names(mode)["age"]))}  # exact: class+1
