@@ -122,6 +122,13 @@ class DemoParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class LeakageParams:
+    twin_quantile: float = 0.05  # near-twin: cosine to a training face >= this quantile of copy-to-source cosines
+    batch_size: int = 128  # embedding batches
+    examples: int = 4  # contact sheet: this many pairs from the top, just above and just below the threshold
+
+
+@dataclasses.dataclass(frozen=True)
 class LiveParams:
     detector_confidence: float = 0.5  # YOLO face confidence threshold
     detector_imgsz: int = 640  # YOLO input size (the shared int8 TFLite model is fixed at 640)
@@ -146,6 +153,7 @@ class Params:
     mlflow: MlflowParams = MlflowParams()
     export: ExportParams = ExportParams()
     demo: DemoParams = DemoParams()
+    leakage: LeakageParams = LeakageParams()
     live: LiveParams = LiveParams()
 
 
@@ -171,6 +179,7 @@ RANGES = {
     "augment.race_target": (0.0, 1.0), "augment.exact_age_target": (0.0, 1.0), "augment.max_angle": (0.0, 90.0),
     "augment.noise_sigma": (0.0, 128.0), "augment.jpeg_quality": (1, 100),
     "tfrecords.shard_size": (1, None), "features.batch_size": (1, 4096),
+    "leakage.twin_quantile": (0.0, 1.0), "leakage.batch_size": (1, 4096), "leakage.examples": (1, 32),
     "train.hidden_units": (1, 65536), "train.dropout": (0.0, 0.95), "train.batch_size": (1, 4096),
     "train.head_epochs": (0, 10000), "train.head_lr": (1e-8, 1.0), "train.finetune_epochs": (0, 10000),
     "train.finetune_lr": (1e-8, 1.0), "train.patience": (1, 10000),

@@ -26,7 +26,7 @@ def test_repro_runs_every_stage_and_counts_add_up(pipeline):
     copy, _, output = pipeline
     for stage in ("params", "download", "labels", "align", "augment", "tfrecords", "features", "train@binned",
                   "train@exact", "evaluate@binned", "evaluate@exact", "export@binned", "export@exact", "champion",
-                  "demo"):
+                  "demo", "leakage"):
         assert f"Running stage '{stage}'" in output, stage
     for noise in ("absl::InitializeLog", "oneDNN custom operations", "Add type hints to the `predict` method"):
         assert noise not in output, noise  # only argml's lines and real warnings
@@ -97,6 +97,24 @@ def test_params_diff_shows_an_edit_and_repro_reruns_only_what_depends_on_it(pipe
         assert f"Running stage '{stage}'" in output, stage
     for stage in ("download", "labels"):
         assert f"Running stage '{stage}'" not in output and f"Stage '{stage}' didn't change" in output, stage
+
+
+def test_the_leakage_audit_covers_the_test_split(pipeline):
+    import cv2
+    import pandas as pd
+
+    copy, _, _ = pipeline
+    report = json.loads((copy / "reports" / "leakage.json").read_text())
+    table = pd.read_csv(copy / "reports" / "leakage.csv")
+    assert report["test_faces"] == len(table) == round(0.1 * LIMIT)
+    assert report["near_twins"] == table["near_twin"].sum() == (table["cosine"] >= report["threshold"]["cosine"]).sum()
+    assert sum(group["faces"] for group in report["near_twins_per_race"].values()) == len(table)
+    assert report["threshold"]["copies"] > 0 and -1 <= report["threshold"]["cosine"] <= 1
+    for mode in ("binned", "exact"):
+        parts = report["metrics"][mode]
+        assert parts["all"]["faces"] == len(table)
+        assert parts["without_twins"]["faces"] + parts["twins_only"]["faces"] == len(table)
+    assert cv2.imread(str(copy / "reports" / "leakage.png")) is not None
 
 
 def test_the_demo_stage_plays_the_clip_through_the_live_path(pipeline):

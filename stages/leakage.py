@@ -1,0 +1,47 @@
+"""Stage leakage: how many test faces have a near-twin in the training split, and what they do to the metrics.
+
+Reads FEATURES_DIR (the cached FaceNet inputs and labels), ALIGNED_DIR and each mode's
+REPORTS/<mode>/predictions.csv; writes OUT_JSON (DVC metrics), the per-face table OUT_CSV and a contact sheet
+OUT_PNG. Params: leakage.* (twin_quantile, batch_size, examples). The published split is not changed.
+"""
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from argml import leakage
+from argml.config import load_params
+from argml.files import atomic_path, run_as_stage, write_json
+from argml.labels import AGE_MODES
+
+
+def main() -> None:
+    run_as_stage()
+    parser = argparse.ArgumentParser(description=__doc__)
+    for name in ("features_dir", "aligned_dir", "reports", "out_json", "out_csv", "out_png"):
+        parser.add_argument(name)
+    args = parser.parse_args()
+    params = load_params().leakage
+
+    train_embeddings, train_labels = leakage.embed(args.features_dir, "train", params.batch_size)
+    test_embeddings, test_labels = leakage.embed(args.features_dir, "test", params.batch_size)
+    to_source = leakage.copy_cosines(train_embeddings, train_labels["file_name"], train_labels["variant"])
+    neighbours = leakage.test_neighbours(test_embeddings, test_labels, train_embeddings, train_labels)
+    predictions = {mode: pd.read_csv(Path(args.reports) / mode / "predictions.csv") for mode in AGE_MODES}
+    report = leakage.audit(neighbours, to_source, params.twin_quantile, predictions)
+
+    threshold = report["threshold"]["cosine"]
+    with atomic_path(args.out_png) as staging:
+        leakage.contact_sheet(leakage.sheet_examples(neighbours, threshold, params.examples), args.aligned_dir,
+                              staging)
+    with atomic_path(args.out_csv) as staging:
+        neighbours.assign(near_twin=neighbours["cosine"] >= threshold).sort_values("cosine", ascending=False) \
+            .to_csv(staging, index=False, float_format="%.5f")
+    write_json(args.out_json, report)
+    print(f"leakage: {report['near_twins']} of {report['test_faces']} test faces have a near-twin in training "
+          f"(cosine >= {threshold}, the {params.twin_quantile:g} quantile of copy-to-source cosines)")
+
+
+if __name__ == "__main__":
+    main()
