@@ -23,6 +23,7 @@ from argml import facenet, features, tfrecords
 from argml.classifier import TASKS
 from argml.labels import RACES
 
+LABEL_KEYS = ("age_years", "age_bin", "gender", "race")  # compared between a test face and its neighbour
 COPY_PREFIX = "aug-"  # augmented copies are named aug-<purpose>-<index>-<source file>
 
 
@@ -78,12 +79,30 @@ def test_neighbours(test_embeddings: np.ndarray, test_labels: dict, train_embedd
     test_rows = np.flatnonzero(test_labels["variant"] == tfrecords.VARIANTS["original"])
     train_rows = np.flatnonzero(train_labels["variant"] == tfrecords.VARIANTS["original"])
     cosine, nearest_row = nearest(test_embeddings[test_rows], train_embeddings[train_rows])
-    return pd.DataFrame({
+    neighbour_rows = train_rows[nearest_row]
+    table = pd.DataFrame({
         "file": test_labels["file_name"][test_rows],
         "race": [RACES[r] for r in test_labels["race"][test_rows]],
-        "nearest_train_file": train_labels["file_name"][train_rows][nearest_row],
+        "nearest_train_file": train_labels["file_name"][neighbour_rows],
         "cosine": cosine,
     })
+    for key in LABEL_KEYS:
+        table[f"{key}_test"] = test_labels[key][test_rows]
+        table[f"{key}_train"] = train_labels[key][neighbour_rows]
+    return table
+
+
+def label_agreement(pairs: pd.DataFrame) -> dict:
+    """How often a test face and its nearest training face carry the same labels: what a model that
+    memorised the training face would score on the test face."""
+    if pairs.empty:
+        return {}
+    return {
+        "gender": round(float((pairs["gender_test"] == pairs["gender_train"]).mean()), 4),
+        "race": round(float((pairs["race_test"] == pairs["race_train"]).mean()), 4),
+        "age_bin": round(float((pairs["age_bin_test"] == pairs["age_bin_train"]).mean()), 4),
+        "age_within_5_years": round(float(((pairs["age_years_test"] - pairs["age_years_train"]).abs() <= 5).mean()), 4),
+    }
 
 
 def metrics_with_and_without(predictions: pd.DataFrame, twins: set[str]) -> dict:
@@ -120,6 +139,7 @@ def audit(neighbours: pd.DataFrame, cosines_to_source: np.ndarray, quantile: flo
         "near_twin_fraction": round(float(is_twin.mean()), 4),
         "near_twins_per_race": {race: {"near_twins": int(row["sum"]), "faces": int(row["size"])}
                                 for race, row in per_race.iterrows()},
+        "near_twin_label_agreement": label_agreement(neighbours[is_twin]),
         "nearest_cosine_percentiles": {f"p{q}": round(float(np.percentile(neighbours["cosine"], q)), 4)
                                        for q in (50, 90, 99, 100)},
         "metrics": {mode: metrics_with_and_without(rows, twins) for mode, rows in predictions.items()},

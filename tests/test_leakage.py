@@ -73,12 +73,19 @@ def test_the_audit_counts_twins_and_splits_the_metrics():
     neighbours = pd.DataFrame({"file": files, "race": ["White"] * 6 + ["Black"] * 4,
                                "nearest_train_file": ["t.jpg"] * 10,
                                "cosine": [0.99, 0.97, 0.5, 0.4, 0.3, 0.2, 0.96, 0.1, 0.1, 0.1]})
+    for key in leakage.LABEL_KEYS:
+        neighbours[f"{key}_test"] = neighbours[f"{key}_train"] = 1
+    neighbours.loc[0, "age_years_train"] = 9  # twin 0: 8 years apart, so another age bin
+    neighbours.loc[0, "age_bin_train"] = 2
+    neighbours.loc[1, "gender_train"] = 0
     twins = {"0_0_0_x.jpg", "1_0_0_x.jpg", "6_0_0_x.jpg"}
     report = leakage.audit(neighbours, np.linspace(0.95, 1.0, 21), 0.0, {"binned": _predictions(files, twins)})
     assert report["threshold"]["cosine"] == pytest.approx(0.95)
     assert report["near_twins"] == 3 and report["near_twin_fraction"] == pytest.approx(0.3)
     assert report["near_twins_per_race"] == {"Black": {"near_twins": 1, "faces": 4},
                                              "White": {"near_twins": 2, "faces": 6}}
+    assert report["near_twin_label_agreement"] == {"gender": round(2 / 3, 4), "race": 1.0, "age_bin": round(2 / 3, 4),
+                                                   "age_within_5_years": round(2 / 3, 4)}
     metrics = report["metrics"]["binned"]
     assert metrics["twins_only"]["faces"] == 3 and metrics["twins_only"]["gender.accuracy"] == 1.0
     assert metrics["without_twins"]["faces"] == 7 and metrics["without_twins"]["race.accuracy"] == 0.0
