@@ -21,22 +21,27 @@ from tqdm import tqdm
 
 from argml import facenet, features, tfrecords
 from argml.classifier import TASKS
+from argml.files import read_image
 from argml.labels import RACES
 
 LABEL_KEYS = ("age_years", "age_bin", "gender", "race")  # compared between a test face and its neighbour
 COPY_PREFIX = "aug-"  # augmented copies are named aug-<purpose>-<index>-<source file>
 
 
-def embed(features_dir: str | Path, split: str, batch_size: int = 128) -> tuple[np.ndarray, dict]:
-    """FaceNet embeddings [N, 512] (unit length) of a split's cached rows, and the split's labels."""
-    features_dir = Path(features_dir)
+def embedding_model(features_dir: str | Path):
+    """FaceNet from the cached block on, up to its unit-length 512-d embeddings."""
     info = features.read_info(features_dir)
     _, upper = facenet.split(facenet.load_facenet(info["weights"]), info["from_block"])
-    embedding_model = facenet.feature_model(upper, "embeddings")
+    return facenet.feature_model(upper, "embeddings")
+
+
+def embed(model, features_dir: str | Path, split: str, batch_size: int = 128) -> tuple[np.ndarray, dict]:
+    """Embeddings [N, 512] of a split's cached rows by `embedding_model(features_dir)`, and the split's labels."""
+    features_dir = Path(features_dir)
     lower = np.load(features_dir / f"{split}.lower.npy", mmap_mode="r")
-    out = np.empty((len(lower), embedding_model.output.shape[-1]), np.float32)
+    out = np.empty((len(lower), model.output.shape[-1]), np.float32)
     for start in tqdm(range(0, len(lower), batch_size), desc=f"embeddings {split}", unit="batch", mininterval=2):
-        out[start:start + batch_size] = embedding_model.predict_on_batch(
+        out[start:start + batch_size] = model.predict_on_batch(
             np.asarray(lower[start:start + batch_size], np.float32))
     return out, dict(np.load(features_dir / f"{split}.labels.npz"))
 
@@ -97,12 +102,9 @@ def label_agreement(pairs: pd.DataFrame) -> dict:
     memorised the training face would score on the test face."""
     if pairs.empty:
         return {}
-    return {
-        "gender": round(float((pairs["gender_test"] == pairs["gender_train"]).mean()), 4),
-        "race": round(float((pairs["race_test"] == pairs["race_train"]).mean()), 4),
-        "age_bin": round(float((pairs["age_bin_test"] == pairs["age_bin_train"]).mean()), 4),
-        "age_within_5_years": round(float(((pairs["age_years_test"] - pairs["age_years_train"]).abs() <= 5).mean()), 4),
-    }
+    same = {key: pairs[f"{key}_test"] == pairs[f"{key}_train"] for key in ("gender", "race", "age_bin")}
+    same["age_within_5_years"] = (pairs["age_years_test"] - pairs["age_years_train"]).abs() <= 5
+    return {key: round(float(agrees.mean()), 4) for key, agrees in same.items()}
 
 
 def metrics_with_and_without(predictions: pd.DataFrame, twins: set[str]) -> dict:
@@ -121,15 +123,16 @@ def metrics_with_and_without(predictions: pd.DataFrame, twins: set[str]) -> dict
 
 
 def audit(neighbours: pd.DataFrame, cosines_to_source: np.ndarray, quantile: float,
-          predictions: dict[str, pd.DataFrame]) -> dict:
-    """The leakage report: threshold, how many test faces have a near-twin (overall and per race), the
-    distribution of nearest cosines, and each mode's metrics with and without the near-twins."""
+          predictions: dict[str, pd.DataFrame]) -> tuple[dict, pd.DataFrame]:
+    """The leakage report (threshold, how many test faces have a near-twin, overall and per race, the
+    distribution of nearest cosines, each mode's metrics with and without the near-twins) and `neighbours`
+    with a `near_twin` column: one decision for both."""
     threshold = twin_threshold(cosines_to_source, quantile)
     is_twin = neighbours["cosine"] >= threshold
     twins = set(neighbours.loc[is_twin, "file"])
     per_race = neighbours.assign(twin=is_twin).groupby("race")["twin"].agg(["sum", "size"])
-    return {
-        "threshold": {"cosine": round(threshold, 4), "quantile": quantile,
+    report = {
+        "threshold": {"cosine": threshold, "quantile": quantile,
                       "calibration": "cosine between training originals and their own augmented copies",
                       "copies": int(len(cosines_to_source)),
                       "copy_cosine_percentiles": {f"p{q}": round(float(np.percentile(cosines_to_source, q)), 4)
@@ -144,13 +147,15 @@ def audit(neighbours: pd.DataFrame, cosines_to_source: np.ndarray, quantile: flo
                                        for q in (50, 90, 99, 100)},
         "metrics": {mode: metrics_with_and_without(rows, twins) for mode, rows in predictions.items()},
     }
+    return report, neighbours.assign(near_twin=is_twin)
 
 
-def sheet_examples(neighbours: pd.DataFrame, threshold: float, per_side: int = 4) -> pd.DataFrame:
-    """Pairs worth looking at: the closest pairs of all, then those just above and just below the threshold."""
+def sheet_examples(neighbours: pd.DataFrame, per_side: int = 4) -> pd.DataFrame:
+    """Pairs worth looking at: the closest pairs of all, then those just above and just below the threshold
+    (`neighbours` as `audit` marks them)."""
     ranked = neighbours.sort_values("cosine", ascending=False)
-    above = ranked[ranked["cosine"] >= threshold]
-    below = ranked[ranked["cosine"] < threshold]
+    above = ranked[ranked["near_twin"]]
+    below = ranked[~ranked["near_twin"]]
     return pd.concat([ranked.head(2 * per_side), above.tail(per_side), below.head(per_side)]).drop_duplicates("file")
 
 
@@ -162,8 +167,7 @@ def contact_sheet(pairs: pd.DataFrame, aligned_dir: str | Path, out_path: str | 
     aligned_dir = Path(aligned_dir)
     cells = []
     for pair in pairs.itertuples():
-        faces = [cv2.resize(_read(aligned_dir / pair.file), (size, size)),
-                 cv2.resize(_read(aligned_dir / pair.nearest_train_file), (size, size))]
+        faces = [cv2.resize(_read(aligned_dir / name), (size, size)) for name in (pair.file, pair.nearest_train_file)]
         caption = np.full((18, 2 * size, 3), 255, np.uint8)
         cv2.putText(caption, f"cos {pair.cosine:.3f}", (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
         cells.append(np.vstack([np.hstack(faces), caption]))
@@ -178,9 +182,7 @@ def contact_sheet(pairs: pd.DataFrame, aligned_dir: str | Path, out_path: str | 
 
 
 def _read(path: Path) -> np.ndarray:
-    import cv2
-
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = read_image(path)
     if image is None:
         raise FileNotFoundError(f"aligned image {path} is missing or unreadable")
     return image

@@ -24,23 +24,22 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params().leakage
 
-    train_embeddings, train_labels = leakage.embed(args.features_dir, "train", params.batch_size)
-    test_embeddings, test_labels = leakage.embed(args.features_dir, "test", params.batch_size)
+    model = leakage.embedding_model(args.features_dir)
+    train_embeddings, train_labels = leakage.embed(model, args.features_dir, "train", params.batch_size)
+    test_embeddings, test_labels = leakage.embed(model, args.features_dir, "test", params.batch_size)
     to_source = leakage.copy_cosines(train_embeddings, train_labels["file_name"], train_labels["variant"])
     neighbours = leakage.test_neighbours(test_embeddings, test_labels, train_embeddings, train_labels)
     predictions = {mode: pd.read_csv(Path(args.reports) / mode / "predictions.csv") for mode in AGE_MODES}
-    report = leakage.audit(neighbours, to_source, params.twin_quantile, predictions)
+    report, neighbours = leakage.audit(neighbours, to_source, params.twin_quantile, predictions)
 
-    threshold = report["threshold"]["cosine"]
     with atomic_path(args.out_png) as staging:
-        leakage.contact_sheet(leakage.sheet_examples(neighbours, threshold, params.examples), args.aligned_dir,
-                              staging)
+        leakage.contact_sheet(leakage.sheet_examples(neighbours, params.examples), args.aligned_dir, staging)
     with atomic_path(args.out_csv) as staging:
-        neighbours.assign(near_twin=neighbours["cosine"] >= threshold).sort_values("cosine", ascending=False) \
-            .to_csv(staging, index=False, float_format="%.5f")
+        neighbours.sort_values("cosine", ascending=False).to_csv(staging, index=False, float_format="%.5f")
     write_json(args.out_json, report)
     print(f"leakage: {report['near_twins']} of {report['test_faces']} test faces have a near-twin in training "
-          f"(cosine >= {threshold}, the {params.twin_quantile:g} quantile of copy-to-source cosines)")
+          f"(cosine >= {report['threshold']['cosine']:.4f}, the {params.twin_quantile:g} quantile of "
+          "copy-to-source cosines)")
 
 
 if __name__ == "__main__":

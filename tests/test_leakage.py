@@ -79,9 +79,10 @@ def test_the_audit_counts_twins_and_splits_the_metrics():
     neighbours.loc[0, "age_bin_train"] = 2
     neighbours.loc[1, "gender_train"] = 0
     twins = {"0_0_0_x.jpg", "1_0_0_x.jpg", "6_0_0_x.jpg"}
-    report = leakage.audit(neighbours, np.linspace(0.95, 1.0, 21), 0.0, {"binned": _predictions(files, twins)})
+    report, marked = leakage.audit(neighbours, np.linspace(0.95, 1.0, 21), 0.0, {"binned": _predictions(files, twins)})
     assert report["threshold"]["cosine"] == pytest.approx(0.95)
     assert report["near_twins"] == 3 and report["near_twin_fraction"] == pytest.approx(0.3)
+    assert set(marked.loc[marked["near_twin"], "file"]) == twins
     assert report["near_twins_per_race"] == {"Black": {"near_twins": 1, "faces": 4},
                                              "White": {"near_twins": 2, "faces": 6}}
     assert report["near_twin_label_agreement"] == {"gender": round(2 / 3, 4), "race": 1.0, "age_bin": round(2 / 3, 4),
@@ -97,7 +98,7 @@ def test_contact_sheet_shows_the_chosen_pairs(aligned_sample, tmp_path):
     files = table["file"].tolist()
     neighbours = pd.DataFrame({"file": files[:10], "race": "White", "nearest_train_file": files[10:20],
                                "cosine": np.linspace(0.99, 0.5, 10)})
-    pairs = leakage.sheet_examples(neighbours, threshold=0.8, per_side=2)
+    pairs = leakage.sheet_examples(neighbours.assign(near_twin=neighbours["cosine"] >= 0.8), per_side=2)
     assert pairs["cosine"].tolist()[:4] == sorted(neighbours["cosine"], reverse=True)[:4]
     assert (pairs["cosine"] < 0.8).sum() == 2 and pairs["file"].is_unique
     leakage.contact_sheet(pairs, aligned_dir, tmp_path / "sheet.png", size=64)
