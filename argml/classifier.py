@@ -12,21 +12,42 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from argml import age
+from argml.labels import AGE_BIN_NAMES
+
 TASKS = ("gender", "race", "age")  # the model's outputs, in the order reports show them
 
 
+def age_readout(age_probabilities: np.ndarray, description: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(9-bin index, years) of each row under the read-out the model recorded (argml.age; models without one:
+    arg-max and expected age)."""
+    readout = description.get("readout", age.DEFAULT_READOUT)
+    mode, values = description["mode"], description["age_values"]
+    return (age.read_bins(age_probabilities, mode, values, readout["bins"]),
+            age.read_years(age_probabilities, mode, values, readout["years"]))
+
+
+def predicted_classes(probabilities: dict[str, np.ndarray], description: dict) -> dict[str, np.ndarray]:
+    """Each row's predicted class per task: the arg-max, except binned age, which follows the bin read-out."""
+    predicted = {task: np.asarray(probabilities[task]).argmax(axis=1) for task in TASKS}
+    if description["mode"] == "binned":
+        predicted["age"] = age_readout(probabilities["age"], description)[0]
+    return predicted
+
+
 def predictions_table(probabilities: dict[str, np.ndarray], description: dict) -> pd.DataFrame:
-    """One row per face: for each task the label, its probability and the whole distribution; plus the
-    expected age in years under the age distribution."""
+    """One row per face: for each task the label, its probability and the whole distribution; plus the age
+    bin and the age in years under the model's read-out."""
     columns: dict[str, object] = {}
-    for task in TASKS:
+    for task, best in predicted_classes(probabilities, description).items():
         values = np.asarray(probabilities[task], dtype=np.float64)
-        best = values.argmax(axis=1)
         names = description["classes"][task]
         columns[task] = [names[index] for index in best]
         columns[f"{task}_probability"] = values[np.arange(len(values)), best]
         columns[f"{task}_probabilities"] = [row.tolist() for row in values]
-    columns["age_years"] = np.asarray(probabilities["age"], dtype=np.float64) @ np.asarray(description["age_values"])
+    bins, years = age_readout(np.asarray(probabilities["age"], dtype=np.float64), description)
+    columns["age_bin"] = [AGE_BIN_NAMES[index] for index in bins]
+    columns["age_years"] = years
     return pd.DataFrame(columns)
 
 

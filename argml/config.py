@@ -86,6 +86,11 @@ class TrainParams:
     head_lr: float = 0.001
     finetune_epochs: int = 2  # phase 2: backbone from features.from_block on, with the heads
     finetune_lr: float = 0.003
+    finetune_schedule: str = "constant"  # or "cosine": linear warm-up, then cosine decay to 0 over the phase
+    warmup_epochs: float = 0.0  # cosine schedule: epochs of linear warm-up from 0
+    age_sigma: float = 0.0  # age targets: a Gaussian of this width in years over the age classes (0 = one-hot)
+    age_l1: float = 0.0  # weight of |expected age - true age| (years) in the age loss
+    label_smoothing: float = 0.0  # race and gender targets
     patience: int = 4  # early stopping on validation loss
     seed: int = 0
     distribute: str = "none"  # "mirrored": tf.distribute.MirroredStrategy over this host's GPUs (or CPUs)
@@ -182,7 +187,8 @@ RANGES = {
     "leakage.twin_quantile": (0.0, 1.0), "leakage.batch_size": (1, 4096), "leakage.examples": (1, 32),
     "train.hidden_units": (1, 65536), "train.dropout": (0.0, 0.95), "train.batch_size": (1, 4096),
     "train.head_epochs": (0, 10000), "train.head_lr": (1e-8, 1.0), "train.finetune_epochs": (0, 10000),
-    "train.finetune_lr": (1e-8, 1.0), "train.patience": (1, 10000),
+    "train.finetune_lr": (1e-8, 1.0), "train.patience": (1, 10000), "train.warmup_epochs": (0.0, 10000.0),
+    "train.age_sigma": (0.0, 30.0), "train.age_l1": (0.0, 100.0), "train.label_smoothing": (0.0, 0.5),
     "train.loss_weights.age": (0.0, None), "train.loss_weights.race": (0.0, None),
     "train.loss_weights.gender": (0.0, None), "train.lr_factors.age": (0.0, None),
     "train.lr_factors.race": (0.0, None), "train.lr_factors.gender": (0.0, None),
@@ -199,6 +205,7 @@ CHOICES = {
     "features.head_input": ("pooled", "bottleneck"),
     "train.hidden_activation": ("linear", "relu"),
     "train.distribute": ("none", "mirrored"),
+    "train.finetune_schedule": ("constant", "cosine"),
     "mlflow.champion": ("binned", "exact"),
     "live.backend": ("auto", "keras", "litert"),
 }

@@ -2,9 +2,9 @@
 
 Metrics (names shared by both age modes, so runs compare side by side):
 - gender, race, age: accuracy and macro-F1 over the mode's classes; per-class precision/recall/F1.
-- age, both modes: bin_accuracy (9 bins; the exact mode's predicted class is mapped to its bin), mae and
-  cs5 (share within 5 years) of the expected age under the predicted distribution, and exact_accuracy
-  (exact mode: the arg-max class; binned mode: the exact class of the rounded expected age).
+- age, both modes: bin_accuracy (9 bins), mae and cs5 (share within 5 years) of the age in years, both under
+  the model's read-out (argml.age), and exact_accuracy (exact mode: the arg-max class; binned mode: the exact
+  class of the rounded age in years).
 - per group (race, gender, race x gender, age bin): every per-row metric with its count and a bootstrap
   confidence interval; per grouping, the gap between the best and worst group and which group is worst.
 """
@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
-from argml.classifier import TASKS
-from argml.labels import AGE_BIN_NAMES, EXACT_AGE_TOP, GENDERS, RACES, age_bin, age_class
+from argml.classifier import TASKS, age_readout, predicted_classes
+from argml.labels import AGE_BIN_NAMES, GENDERS, RACES, age_class
 
 GROUPINGS = ("race", "gender", "race_x_gender", "age_bin")
 LOWER_IS_BETTER = {"age.mae"}
@@ -37,16 +37,15 @@ def predict(model, dataset) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray
             {key: np.concatenate(value) for key, value in labels.items()})
 
 
-def row_outcomes(probabilities: dict[str, np.ndarray], labels: dict[str, np.ndarray], mode: str,
-                 age_values: list[float]) -> pd.DataFrame:
-    """One row per test face: what was predicted and whether it was right, plus its group columns."""
-    predicted = {task: values.argmax(axis=1) for task, values in probabilities.items()}
-    expected_age = probabilities["age"] @ np.asarray(age_values)
-    if mode == "exact":
-        predicted_bin = np.array([age_bin(min(int(c) + 1, EXACT_AGE_TOP)) for c in predicted["age"]])
+def row_outcomes(probabilities: dict[str, np.ndarray], labels: dict[str, np.ndarray],
+                 description: dict) -> pd.DataFrame:
+    """One row per test face: what was predicted and whether it was right, plus its group columns. The age
+    bin and years follow the model's read-out (description["readout"], see argml.age)."""
+    predicted = predicted_classes(probabilities, description)
+    predicted_bin, expected_age = age_readout(probabilities["age"], description)
+    if description["mode"] == "exact":
         predicted_exact = predicted["age"]
     else:
-        predicted_bin = predicted["age"]
         predicted_exact = np.array([age_class(max(1, int(round(a)))) for a in expected_age])
     frame = pd.DataFrame({
         "file": [name.decode() if isinstance(name, bytes) else name for name in labels["file"]],

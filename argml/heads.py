@@ -9,7 +9,7 @@ rates scaled by params (the report: 1/10 and 1/100). Everything here is backend-
 from __future__ import annotations
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from argml.classifier import TASKS
 from argml.labels import TASK_CLASSES, age_classes
@@ -65,11 +65,42 @@ class GroupedAdam(keras.optimizers.Adam):
         return {**super().get_config(), "lr_factors": self.lr_factors}
 
 
-def compile_model(model: keras.Model, learning_rate: float, lr_factors: dict[str, float],
-                  loss_weights: dict[str, float]) -> None:
+@keras.saving.register_keras_serializable(package="argml")
+class AgeLoss(keras.losses.Loss):
+    """Cross-entropy of the age head against the target distribution in y_true[:, :C] (one-hot or smoothed,
+    see argml.age), plus `l1_weight` x |expected age - true age| in years, the true age being y_true[:, C]."""
+
+    def __init__(self, age_values, l1_weight: float = 0.0, name: str = "age_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.age_values = [float(value) for value in age_values]
+        self.l1_weight = float(l1_weight)
+
+    def call(self, y_true, y_pred):
+        classes = len(self.age_values)
+        loss = keras.losses.categorical_crossentropy(y_true[:, :classes], y_pred)
+        if self.l1_weight:
+            expected = ops.sum(y_pred * ops.convert_to_tensor(self.age_values, y_pred.dtype), axis=-1)
+            loss = loss + self.l1_weight * ops.abs(expected - y_true[:, classes])
+        return loss
+
+    def get_config(self):
+        return {**super().get_config(), "age_values": self.age_values, "l1_weight": self.l1_weight}
+
+
+def target_accuracy(y_true, y_pred):
+    """Arg-max agreement with the target distribution (extra target columns, e.g. the age in years, ignored)."""
+    classes = ops.shape(y_pred)[-1]
+    return ops.cast(ops.argmax(y_true[:, :classes], axis=-1) == ops.argmax(y_pred, axis=-1), "float32")
+
+
+def compile_model(model: keras.Model, learning_rate, lr_factors: dict[str, float], loss_weights: dict[str, float],
+                  age_values, age_l1: float = 0.0, label_smoothing: float = 0.0) -> None:
+    """Targets (see argml.train.training_targets): race and gender one-hot, age a distribution then years."""
+    losses = {task: keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+              for task in TASKS if task != "age"}
     model.compile(
         optimizer=GroupedAdam(lr_factors, learning_rate=learning_rate),
-        loss={task: "sparse_categorical_crossentropy" for task in TASKS},
+        loss={**losses, "age": AgeLoss(age_values, age_l1)},
         loss_weights=dict(loss_weights),
-        metrics={task: [keras.metrics.SparseCategoricalAccuracy(name="accuracy")] for task in TASKS},
+        metrics={task: [keras.metrics.MeanMetricWrapper(target_accuracy, name="accuracy")] for task in TASKS},
     )

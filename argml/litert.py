@@ -153,8 +153,8 @@ def measure(model_dir: str | Path, export_dir: str | Path, dataset, mode: str, b
     exports = {kind: LiteClassifier(export_dir / export_name(kind), keras_model.description, threads) for kind in KINDS}
     classifiers = {"keras": keras_model, **exports}
     probabilities, labels = test_probabilities(classifiers, dataset)
-    age_values = keras_model.description["age_values"]
-    rows = {name: evaluate.row_outcomes(values, labels, mode, age_values) for name, values in probabilities.items()}
+    rows = {name: evaluate.row_outcomes(values, labels, keras_model.description)
+            for name, values in probabilities.items()}
     groups = {name: evaluate.per_group(table, 0, 0.95).set_index(["grouping", "group", "metric"])["value"]
               for name, table in rows.items()}
     faces = next(dataset.as_numpy_iterator())[0]

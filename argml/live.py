@@ -30,6 +30,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from argml import detect  # noqa: E402
+from argml.classifier import predicted_classes  # noqa: E402
 from argml.files import IMAGE_SUFFIXES, read_image  # noqa: E402
 from argml.pooling import TrackPools  # noqa: E402
 
@@ -45,13 +46,13 @@ class ClassifierWorker(threading.Thread):
         self.ready = threading.Event()
         self.busy = threading.Event()
         self.error: BaseException | None = None
-        self.classes: dict[str, list[str]] = {}
+        self.description: dict = {}  # the model's model.json: classes and age read-out
         self.latencies: list[tuple[int, float]] = []  # (faces, seconds) per batch
 
     def run(self):
         try:
             classifier = inference.FaceClassifier(self.model, self.backend, self.threads)  # in the thread using it
-            self.classes = classifier.classes
+            self.description = classifier.description
         except BaseException as error:  # reported by the main thread
             self.error = error
             self.ready.set()
@@ -107,7 +108,7 @@ class InlineClassifier:
 
     def open(self) -> "InlineClassifier":
         self.classifier = inference.FaceClassifier(self.model, self.backend, self.threads)
-        self.classes = self.classifier.classes
+        self.description = self.classifier.description
         return self
 
     def submit(self, track_ids, frame_rgb, boxes) -> bool:
@@ -218,10 +219,16 @@ class Labelled:
     probabilities: dict[str, list[float]] | None
 
 
-def describe(pooled: dict[str, np.ndarray] | None, classes: dict[str, list[str]]):
+def describe(pooled: dict[str, np.ndarray] | None, description: dict):
+    """A person's labels (class, probability) and distributions from their pooled probabilities; age labels
+    follow the model's read-out, as in argml.predict and evaluate."""
     if pooled is None:
         return None, None
-    labels = {task: (classes[task][int(np.argmax(p))], float(np.max(p))) for task, p in pooled.items()}
+    batch = {task: np.asarray(p)[None] for task, p in pooled.items()}
+    chosen = predicted_classes(batch, description)
+    classes = description["classes"]
+    labels = {task: (classes[task][int(chosen[task][0])], float(pooled[task][int(chosen[task][0])]))
+              for task in pooled}
     return labels, {task: [round(float(v), 5) for v in p] for task, p in pooled.items()}
 
 
@@ -317,7 +324,7 @@ def run(source: str = "0", model: str = inference.DEFAULT_MODEL, detector: str |
             people = []
             for face in faces:
                 pooled, count = pools.pooled(face.track_id) if face.track_id is not None else (None, 0)
-                people.append(Labelled(face.track_id, face.box, count, *describe(pooled, engine.classes)))
+                people.append(Labelled(face.track_id, face.box, count, *describe(pooled, engine.description)))
                 if face.track_id is not None:
                     summary["tracks"].add(face.track_id)
 

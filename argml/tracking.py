@@ -80,9 +80,10 @@ def training_run(mode: str, params: dict[str, object], resume_file: str | Path):
         print(f"MLflow: resuming run {run_id} ({mode})")
     else:
         tags = {"age_mode": mode, "git_commit": commit, "mlflow.source.git.commit": commit}
-        if os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run`: the same name in `dvc exp show`
-            tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
-        run = mlflow.start_run(run_name=mode, tags=tags)
+        experiment = os.environ.get("DVC_EXP_NAME")  # set by `dvc exp run`: the same name in `dvc exp show`
+        if experiment:
+            tags["dvc_exp_name"] = experiment
+        run = mlflow.start_run(run_name=f"{experiment}-{mode}" if experiment else mode, tags=tags)
         mlflow.log_params({key: str(value) for key, value in params.items()})
         resume_file.parent.mkdir(parents=True, exist_ok=True)
         resume_file.write_text(json.dumps({"run_id": run.info.run_id}) + "\n")
@@ -140,10 +141,10 @@ def log_artifacts(run_id: str, paths: list[str | Path], folder: str | None = Non
             client.log_artifact(run_id, str(path), folder)
 
 
-def log_test_metrics(run_id: str, metrics: dict[str, float]) -> None:
+def log_test_metrics(run_id: str, metrics: dict[str, float], prefix: str = "test") -> None:
     client = mlflow.MlflowClient()
     for key, value in metrics.items():
-        client.log_metric(run_id, f"test.{key}", value)
+        client.log_metric(run_id, f"{prefix}.{key}", value)
 
 
 class ArgmlPyfunc(mlflow.pyfunc.PythonModel):

@@ -20,10 +20,12 @@ import keras
 import numpy as np
 import pandas as pd
 
-from argml import facenet, features, tfrecords
+from argml import evaluate, facenet, features, tfrecords
+from argml.age import choose_readout, smoothed_targets
 from argml.config import TrainParams
 from argml.classifier import TASKS
 from argml.heads import build_heads, class_names, compile_model
+from argml.labels import TASK_CLASSES
 
 
 class CachedBatches(keras.utils.PyDataset):
@@ -110,6 +112,42 @@ def age_values(train_labels: dict[str, np.ndarray], mode: str) -> list[float]:
     return [float(means.get(index, fallback[index])) for index in range(len(class_names(mode)["age"]))]
 
 
+def training_targets(labels: dict[str, np.ndarray], mode: str, settings: TrainParams) -> dict[str, np.ndarray]:
+    """What each head learns from (see heads.compile_model): race and gender one-hot; age the (smoothed)
+    distribution over the mode's age classes followed by the age in years, for the L1 term."""
+    ages = labels["age_years"].astype(np.float32)
+    distribution = smoothed_targets(ages, mode, settings.age_sigma)
+    one_hot = {task: np.eye(len(names), dtype=np.float32)[labels[task]] for task, names in TASK_CLASSES.items()}
+    return {"age": np.concatenate([distribution, ages[:, None]], axis=1), **one_hot}
+
+
+def finetune_rate(settings: TrainParams, steps_per_epoch: int):
+    """The fine-tuning phase's base learning rate: constant, or a linear warm-up then cosine decay to 0."""
+    if settings.finetune_schedule == "constant":
+        return settings.finetune_lr
+    total = max(1, settings.finetune_epochs * steps_per_epoch)
+    warmup = min(total - 1, int(round(settings.warmup_epochs * steps_per_epoch)))
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else settings.finetune_lr, decay_steps=total - warmup,
+        warmup_target=settings.finetune_lr if warmup else None, warmup_steps=warmup)
+
+
+def validation_report(model: keras.Model, split: dict, description: dict, batch_size: int) -> dict:
+    """Choose the age read-out on the validation split (recorded in `description`), and return the validation
+    metrics under it, computed as evaluate computes the test metrics."""
+    outputs = model.predict(CachedBatches(split["lower"], split["index"], split["targets"], batch_size, False),
+                            verbose=0)
+    probabilities = {task: np.asarray(outputs[task]) for task in TASKS}
+    labels = split["labels"]
+    readout = choose_readout(probabilities["age"], labels["age_years"], description["mode"],
+                             description["age_values"])
+    description["readout"] = {"bins": readout["bins"], "years": readout["years"]}
+    rows = evaluate.row_outcomes(probabilities, {**labels, "file": labels["file_name"],
+                                                 "age": labels[tfrecords.age_column(description["mode"])]},
+                                 description)
+    return {"metrics": evaluate.summary_metrics(rows), "readout": readout}
+
+
 def distribution_scope(distribute: str):
     """The scope to build and train in: "mirrored" replicates the model on every local GPU (every logical
     CPU device where there is none) with tf.distribute.MirroredStrategy; "none" is Keras' default."""
@@ -127,9 +165,10 @@ def distribution_scope(distribute: str):
 
 def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: TrainParams,
           checkpoint_dir: str | Path, log_dir: str | Path, on_epoch=None,
-          describe: dict | None = None) -> pd.DataFrame:
-    """Train both phases; write `model.keras` and `model.json` (classes, age values, the feature cache's
-    settings, plus `describe`, e.g. the alignment) into `model_dir`; return the history.
+          describe: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """Train both phases; write `model.keras` and `model.json` (classes, age values, the age read-out chosen
+    on validation, the feature cache's settings, plus `describe`, e.g. the alignment) into `model_dir`;
+    return the history and the validation report (see validation_report).
 
     A run killed part-way resumes from `checkpoint_dir` (see prepare_checkpoints): a finished heads phase is
     not redone, fine-tuning goes on from its last finished epoch, and the history holds every finished epoch
@@ -143,6 +182,10 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: 
     train_split = features.load_split(features_dir, "train", mode)
     val_split = features.load_split(features_dir, "val", mode)
     print(f"train[{mode}]: {len(train_split['index'])} training, {len(val_split['index'])} validation examples")
+    values = age_values(train_split["labels"], mode)
+    for split in (train_split, val_split):
+        split["targets"] = training_targets(split["labels"], mode, settings)
+    targets = {"age_values": values, "age_l1": settings.age_l1, "label_smoothing": settings.label_smoothing}
 
     # Under MirroredStrategy an uneven last training batch fails (its replicas' gradients differ in shape):
     # full training batches only.
@@ -160,7 +203,7 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: 
             heads_model.load_weights(heads_done)
             print(f"train[{mode}]: resuming; the heads phase finished before ({heads_done})")
         else:
-            compile_model(heads_model, settings.head_lr, lr_factors, loss_weights)
+            compile_model(heads_model, settings.head_lr, lr_factors, loss_weights, **targets)
             if mirrored:
                 head_batches = lambda split, shuffle: CachedBatches(  # noqa: E731
                     split["head"], np.arange(len(split["head"])), split["targets"], settings.batch_size, shuffle,
@@ -184,11 +227,13 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: 
         block_input = keras.Input(tuple(info["lower_shape"]), name="block_input")
         finetune_model = keras.Model(block_input, heads(upper_features(block_input)), name="finetune")
         if settings.finetune_epochs > 0:
-            compile_model(finetune_model, settings.finetune_lr, lr_factors, loss_weights)
             make = lambda split, shuffle: CachedBatches(split["lower"], split["index"], split["targets"],  # noqa: E731
                                                         settings.batch_size, shuffle, settings.seed,
                                                         drop_remainder=mirrored and shuffle)
-            finetune_model.fit(make(train_split, True), validation_data=make(val_split, False),
+            train_batches = make(train_split, True)
+            compile_model(finetune_model, finetune_rate(settings, len(train_batches)), lr_factors, loss_weights,
+                          **targets)
+            finetune_model.fit(train_batches, validation_data=make(val_split, False),
                                epochs=settings.finetune_epochs, verbose=2,
                                callbacks=_callbacks("finetune", checkpoint_dir, log_dir, settings.patience,
                                                     len(heads_history), on_epoch))
@@ -196,11 +241,14 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: 
 
     image = keras.Input((facenet.INPUT_SIZE, facenet.INPUT_SIZE, 3), name="image")
     model = keras.Model(image, heads(upper_features(lower(image))), name=f"argml_{mode}")
-    model_dir.mkdir(parents=True, exist_ok=True)
-    model.save(model_dir / "model.keras")
     description = {"mode": mode, "input_size": facenet.INPUT_SIZE, "tasks": list(TASKS),
                    "classes": {task: list(names) for task, names in class_names(mode).items()},
-                   "age_values": age_values(train_split["labels"], mode), **info, **(describe or {})}
+                   "age_values": values, **info, **(describe or {})}
+    validation = validation_report(finetune_model, val_split, description, settings.batch_size)
+    print(f"train[{mode}]: age read-out {description['readout']}; validation "
+          + ", ".join(f"{name} {value:.4f}" for name, value in validation["metrics"].items()))
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model.save(model_dir / "model.keras")
     (model_dir / "model.json").write_text(json.dumps(description, indent=2) + "\n")
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # done: a later run starts afresh
-    return history
+    return history, validation

@@ -31,7 +31,7 @@ def main() -> None:
     test = tfrecords.load_dataset(args.tfrecords_dir, "test", args.mode, params.evaluate.batch_size,
                                   shuffle=False, with_meta=True)
     probabilities, labels = evaluate.predict(classifier.model, test)
-    rows = evaluate.row_outcomes(probabilities, labels, args.mode, classifier.description["age_values"])
+    rows = evaluate.row_outcomes(probabilities, labels, classifier.description)
     groups = evaluate.per_group(rows, params.evaluate.bootstrap_rounds, params.evaluate.confidence)
     gaps = evaluate.fairness(groups)
     document = evaluate.metrics_document(evaluate.summary_metrics(rows), gaps)
