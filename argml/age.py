@@ -29,14 +29,13 @@ def class_ranges(mode: str) -> np.ndarray:
 
 def smoothed_targets(age_years: np.ndarray, mode: str, sigma: float) -> np.ndarray:
     """[N, C] training targets: a Gaussian of width `sigma` years around each true age, integrated over every
-    class's range of ages (one-hot when sigma is 0). Rows sum to 1 and peak at the true age's class."""
+    class's range of ages and truncated to ages 1-MAX_AGE (one-hot when sigma is 0). Rows sum to 1; they peak
+    at the true age's class except next to the open top class, which spans many years."""
     ages = np.clip(np.asarray(age_years, dtype=np.float64), 1, MAX_AGE)[:, None]
     low, high = class_ranges(mode).T
     if sigma <= 0:
         return ((ages >= low - 0.5) & (ages < high + 0.5)).astype(np.float32)
     mass = ndtr((high + 0.5 - ages) / sigma) - ndtr((low - 0.5 - ages) / sigma)
-    mass[:, 0] += ndtr((low[0] - 0.5 - ages[:, 0]) / sigma)  # the tails belong to the end classes
-    mass[:, -1] += 1 - ndtr((high[-1] + 0.5 - ages[:, 0]) / sigma)
     return (mass / mass.sum(axis=1, keepdims=True)).astype(np.float32)
 
 

@@ -7,6 +7,11 @@ from argml import evaluate
 from argml.labels import age_bin, age_class
 
 
+def described(mode: str, age_values, bins: str = "argmax", years: str = "mean") -> dict:
+    """The parts of a model.json that evaluation reads."""
+    return {"mode": mode, "age_values": list(age_values), "readout": {"bins": bins, "years": years}}
+
+
 def make_case(mode: str, ages: list[int], races: list[int], genders: list[int], age_probabilities: np.ndarray,
               race_guess: list[int], gender_guess: list[int]):
     n = len(ages)
@@ -26,7 +31,7 @@ def test_binned_metrics_with_known_answers():
     age_probabilities = np.eye(9)[[0, 4, 5, 8]]  # right, right, wrong (35-42), right
     probabilities, labels = make_case("binned", ages, [0, 1, 2, 3], [0, 1, 0, 1], age_probabilities,
                                       race_guess=[0, 1, 2, 4], gender_guess=[0, 1, 1, 1])
-    rows = evaluate.row_outcomes(probabilities, labels, "binned", age_values)
+    rows = evaluate.row_outcomes(probabilities, labels, described("binned", age_values))
     metrics = evaluate.summary_metrics(rows)
     assert metrics["age.accuracy"] == metrics["age.bin_accuracy"] == 0.75
     assert metrics["race.accuracy"] == 0.75
@@ -44,7 +49,7 @@ def test_exact_mode_maps_predictions_to_bins_and_expected_age():
     age_probabilities[1, [38, 40]] = 0.5  # 39 or 41: expected 40, arg-max 39 -> right bin
     age_probabilities[2, 62] = 1.0  # 63+: right class, right bin 62+
     probabilities, labels = make_case("exact", ages, [0, 0, 0], [0, 0, 0], age_probabilities, [0, 0, 0], [0, 0, 0])
-    rows = evaluate.row_outcomes(probabilities, labels, "exact", age_values)
+    rows = evaluate.row_outcomes(probabilities, labels, described("exact", age_values))
     assert rows["age_bin_pred"].tolist() == [1, 5, 8]
     assert rows["expected_age"].tolist() == pytest.approx([6, 40, 75])
     metrics = evaluate.summary_metrics(rows)
@@ -64,7 +69,7 @@ def test_per_group_counts_intervals_and_worst_group():
     age_probabilities = np.eye(9)[[age_bin(a) for a in ages]]
     probabilities, labels = make_case("binned", ages.tolist(), races.tolist(), genders.tolist(), age_probabilities,
                                       race_guess.tolist(), genders.tolist())
-    rows = evaluate.row_outcomes(probabilities, labels, "binned", [3, 9, 16, 23, 30, 38, 46, 55, 70])
+    rows = evaluate.row_outcomes(probabilities, labels, described("binned", [3, 9, 16, 23, 30, 38, 46, 55, 70]))
     groups = evaluate.per_group(rows, rounds=50)
     race_acc = groups[(groups["grouping"] == "race") & (groups["metric"] == "race.accuracy")].set_index("group")
     assert race_acc.loc["Other", "value"] == 0.0 and race_acc.loc["White", "value"] == 1.0

@@ -8,7 +8,8 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
-from argml.heads import GroupedAdam, build_heads, compile_model, variable_group  # noqa: E402
+from argml.age import smoothed_targets  # noqa: E402
+from argml.heads import AgeLoss, GroupedAdam, build_heads, compile_model, variable_group  # noqa: E402
 
 FACTORS = {"age": 1.0, "race": 0.1, "gender": 0.1, "backbone": 0.01}
 
@@ -38,11 +39,13 @@ def test_grouped_adam_scales_each_groups_step():
     shared = keras.layers.Dense(8, name="Block8_dense")(features)
     heads = build_heads(8, "binned", hidden_units=4)
     model = keras.Model(features, heads(shared))
-    compile_model(model, 1e-2, FACTORS, {"age": 1.0, "race": 1.0, "gender": 1.0})
+    compile_model(model, 1e-2, FACTORS, {"age": 1.0, "race": 1.0, "gender": 1.0}, age_values=range(9))
     before = {v.path: np.array(v.numpy()) for v in model.trainable_variables}
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 8)).astype("float32")
-    y = {"age": rng.integers(0, 9, 32), "race": rng.integers(0, 5, 32), "gender": rng.integers(0, 2, 32)}
+    ages = rng.integers(1, 80, 32)
+    y = {"age": np.concatenate([smoothed_targets(ages, "binned", 0.0), ages[:, None]], axis=1),
+         "race": np.eye(5)[rng.integers(0, 5, 32)], "gender": np.eye(2)[rng.integers(0, 2, 32)]}
     model.train_on_batch(x, y)
     steps = {}
     for variable in model.trainable_variables:
@@ -61,3 +64,14 @@ def test_grouped_adam_round_trips_its_config():
     assert clone.lr_factors == FACTORS
     with pytest.raises(ValueError, match="backbone"):
         GroupedAdam({"age": 1.0, "race": 0.1, "gender": 0.1})
+
+
+def test_age_loss_is_cross_entropy_plus_the_weighted_l1_of_the_expected_age():
+    values = [10.0, 20.0, 30.0]
+    predicted = np.array([[0.2, 0.5, 0.3]], dtype="float32")  # expected age 21
+    target = np.array([[0.0, 1.0, 0.0, 26.0]], dtype="float32")  # class 20, true age 26 years
+    cross_entropy = -np.log(0.5)
+    assert float(AgeLoss(values)(target, predicted)) == pytest.approx(cross_entropy, rel=1e-5)
+    assert float(AgeLoss(values, l1_weight=0.1)(target, predicted)) == pytest.approx(cross_entropy + 0.5, rel=1e-5)
+    clone = AgeLoss.from_config(AgeLoss(values, 0.1).get_config())
+    assert clone.age_values == values and clone.l1_weight == 0.1

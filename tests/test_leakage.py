@@ -65,7 +65,7 @@ def _predictions(files, right):
     labels = {**truth, "file": np.array(files), "age_years": np.full(n, 23), "age_bin": np.full(n, 3),
               "age_class": np.full(n, 22)}
     age_values = [3, 9, 16, 23, 30, 38, 46, 55, 70]
-    return evaluate.row_outcomes(probabilities, labels, "binned", age_values)
+    return evaluate.row_outcomes(probabilities, labels, {"mode": "binned", "age_values": age_values})
 
 
 def test_the_audit_counts_twins_and_splits_the_metrics():

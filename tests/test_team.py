@@ -229,7 +229,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
                                    batch_size=int(sys.argv[4]))
     losses = {}
     for distribute in ("none", "mirrored"):
-        history = train(features_dir, scratch / distribute / "model", "binned",
+        history, _ = train(features_dir, scratch / distribute / "model", "binned",
                         dataclasses.replace(settings, distribute=distribute),
                         checkpoint_dir=scratch / distribute / "checkpoints", log_dir=scratch / distribute / "logs")
         losses[distribute] = history["loss"].tolist()
