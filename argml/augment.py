@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 ADJUSTMENTS = ("rotate", "flip", "noise", "noise_flip")
 LABEL_COLUMNS = ["age", "gender", "race", "age_bin", "age_class"]
+COPY_PREFIX = "aug-"  # copies are named aug-<purpose>-<index>-<source file>
 
 
 def adjust(rgb: np.ndarray, adjustment: str, rng: np.random.Generator, max_angle: float,
@@ -34,6 +35,17 @@ def adjust(rgb: np.ndarray, adjustment: str, rng: np.random.Generator, max_angle
         noisy = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
         return noisy[:, ::-1].copy() if adjustment == "noise_flip" else noisy
     raise ValueError(f"unknown adjustment {adjustment!r}; use one of {ADJUSTMENTS}")
+
+
+def copy_name(purpose: str, index: int, source: str) -> str:
+    return f"{COPY_PREFIX}{purpose}-{index:05d}-{source}"
+
+
+def copy_source(file_name: str) -> str:
+    """The original an augmented copy (see copy_name) was made from."""
+    if not file_name.startswith(COPY_PREFIX):
+        raise ValueError(f"{file_name!r} is not an augmented copy")
+    return file_name.split("-", 3)[3]
 
 
 def _top_up(rows: pd.DataFrame, column: str, target: int, purpose: str, rng: np.random.Generator) -> pd.DataFrame:
@@ -67,7 +79,7 @@ def plan(train: pd.DataFrame, race_target: float, exact_age_target: float, seed:
     planned["adjustment"] = rng.choice(ADJUSTMENTS, size=len(planned))
     planned["seed"] = rng.integers(0, 2**31, size=len(planned))
     planned = planned.rename(columns={"file": "source"})
-    planned["file"] = [f"aug-{purpose}-{index:05d}-{source}" for index, (purpose, source)
+    planned["file"] = [copy_name(purpose, index, source) for index, (purpose, source)
                        in enumerate(zip(planned["purpose"], planned["source"]))]
     return planned[["file", "source", "purpose", "adjustment", "seed"] + LABEL_COLUMNS]
 

@@ -1,9 +1,12 @@
-"""Benchmarks, run on this machine: `python -m argml.bench facenet|live|tracking|photos [--runs 5]`.
+"""Benchmarks, run on this machine: `python -m argml.bench facenet|finetune|live|tracking|photos [--runs 5]`.
 
 facenet: time to build the model and load its weights, cold (parsing the frozen graph) and from the cache,
 and forward throughput at batch 32 on real aligned UTKFace faces (or random images when ARGML_UTKFACE is
 unset); then what the features stage computes, with Keras and with a LiteRT fp32 conversion (images/s and
 cosine between the two). Prints every run and the median with min-max spread.
+
+finetune: training images/s of FaceNet from each `--blocks` start block (default Mixed_7a and two starts
+inside the block17 stack) with argml's heads, one train step at batch 64 on random inputs of the cached shape.
 
 live: end-to-end FPS of the headless live path (YOLO tracking + asynchronous classification + drawing) on
 videos of real UTKFace faces: 640x480 with 1 and with 3 faces, 1280x720 with 12 faces, and the same again
@@ -76,6 +79,39 @@ def bench_facenet(runs: int, batch_size: int = 32) -> None:
         rates.append(4 * batch_size / (time.perf_counter() - start))
     print(f"forward, batch {batch_size}, {os.cpu_count()} CPUs: {_spread(rates, 'images/s')}")
     bench_features_litert(model, images, runs)
+
+
+def bench_finetune(runs: int, blocks: list[str], batch_size: int = 64, steps: int = 4) -> None:
+    """Fine-tuning throughput from each start block: train steps of FaceNet from the block on plus argml's
+    heads (binned), on random inputs of the cached shape (data loading left out), as train runs them."""
+    import keras
+
+    from argml import facenet, features
+    from argml.age import smoothed_targets
+    from argml.heads import build_heads, compile_model
+
+    backbone = facenet.load_facenet()
+    rng = np.random.default_rng(0)
+    ages = rng.integers(1, 90, batch_size)
+    targets = {"age": np.concatenate([smoothed_targets(ages, "binned", 0.0), ages[:, None]], axis=1),
+               "race": np.eye(5)[rng.integers(0, 5, batch_size)], "gender": np.eye(2)[rng.integers(0, 2, batch_size)]}
+    for block in blocks:
+        _, upper = facenet.split(backbone, block)
+        upper_features = facenet.feature_model(upper, features.head_input_layer("pooled"))
+        heads = build_heads(upper_features.output.shape[-1], "binned", dropout=0.2)
+        block_input = keras.Input(upper.input_shape[1:])
+        model = keras.Model(block_input, heads(upper_features(block_input)))
+        compile_model(model, 1e-4, {"age": 1.0, "race": 0.1, "gender": 0.1, "backbone": 0.1},
+                      {"age": 1.0, "race": 1.0, "gender": 1.0}, age_values=range(9))
+        inputs = rng.normal(size=(batch_size, *upper.input_shape[1:])).astype(np.float32)
+        model.train_on_batch(inputs, targets)  # warm-up: tracing
+        rates = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            for _ in range(steps):
+                model.train_on_batch(inputs, targets)
+            rates.append(steps * batch_size / (time.perf_counter() - start))
+        print(f"fine-tune from {block}, batch {batch_size}, {os.cpu_count()} CPUs: {_spread(rates, 'images/s')}")
 
 
 def bench_features_litert(backbone, images: np.ndarray, runs: int) -> None:
@@ -249,8 +285,10 @@ def bench_photos(url: str, clients: int, seconds: float, images: int = 1) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["facenet", "live", "tracking", "photos"])
+    parser.add_argument("what", choices=["facenet", "finetune", "live", "tracking", "photos"])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--blocks", nargs="+", default=["Mixed_7a", "Repeat_1.block17_9", "Repeat_1.block17_6"],
+                        help="finetune: the start blocks to time")
     parser.add_argument("--model", default="models:/argml@champion", help="live: the model to classify with")
     parser.add_argument("--backend", choices=("auto", "keras", "litert"),
                         help="live: the classifier's runtime (default: params' live.backend)")
@@ -262,6 +300,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "facenet":
         bench_facenet(args.runs)
+    elif args.what == "finetune":
+        bench_finetune(args.runs, args.blocks)
     elif args.what == "live":
         bench_live(args.runs, args.model, args.backend)
     elif args.what == "photos":

@@ -131,6 +131,7 @@ class LeakageParams:
     twin_quantile: float = 0.05  # near-twin: cosine to a training face >= this quantile of copy-to-source cosines
     batch_size: int = 128  # embedding batches
     examples: int = 4  # contact sheet: this many pairs from the top, just above and just below the threshold
+    protocol_epochs: int = 20  # the report's protocols: at most this many epochs for each protocol's heads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +186,7 @@ RANGES = {
     "augment.noise_sigma": (0.0, 128.0), "augment.jpeg_quality": (1, 100),
     "tfrecords.shard_size": (1, None), "features.batch_size": (1, 4096),
     "leakage.twin_quantile": (0.0, 1.0), "leakage.batch_size": (1, 4096), "leakage.examples": (1, 32),
+    "leakage.protocol_epochs": (1, 1000),
     "train.hidden_units": (1, 65536), "train.dropout": (0.0, 0.95), "train.batch_size": (1, 4096),
     "train.head_epochs": (0, 10000), "train.head_lr": (1e-8, 1.0), "train.finetune_epochs": (0, 10000),
     "train.finetune_lr": (1e-8, 1.0), "train.patience": (1, 10000), "train.warmup_epochs": (0.0, 10000.0),

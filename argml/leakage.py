@@ -20,12 +20,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from argml import facenet, features, tfrecords
+from argml.augment import copy_source
 from argml.classifier import TASKS
 from argml.files import read_image
 from argml.labels import RACES
 
 LABEL_KEYS = ("age_years", "age_bin", "gender", "race")  # compared between a test face and its neighbour
-COPY_PREFIX = "aug-"  # augmented copies are named aug-<purpose>-<index>-<source file>
 
 
 def embedding_model(features_dir: str | Path):
@@ -55,13 +55,6 @@ def nearest(queries: np.ndarray, references: np.ndarray, chunk: int = 1024) -> t
         rows.append(best)
         cosines.append(similarity[np.arange(len(best)), best])
     return np.concatenate(cosines), np.concatenate(rows)
-
-
-def copy_source(file_name: str) -> str:
-    """The original an augmented copy was made from."""
-    if not file_name.startswith(COPY_PREFIX):
-        raise ValueError(f"{file_name!r} is not an augmented copy")
-    return file_name.split("-", 3)[3]
 
 
 def copy_cosines(embeddings: np.ndarray, file_names: np.ndarray, variants: np.ndarray) -> np.ndarray:

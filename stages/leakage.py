@@ -1,8 +1,10 @@
 """Stage leakage: how many test faces have a near-twin in the training split, and what they do to the metrics.
 
-Reads FEATURES_DIR (the cached FaceNet inputs and labels), ALIGNED_DIR and each mode's
-REPORTS/<mode>/predictions.csv; writes OUT_JSON (DVC metrics), the per-face table OUT_CSV and a contact sheet
-OUT_PNG. Params: leakage.* (twin_quantile, batch_size, examples). The published split is not changed.
+Reads FEATURES_DIR (the cached FaceNet inputs, pooled features and labels), RAW_DIR and SPLIT_TABLE (for the
+byte-identical copies the labels stage removed), ALIGNED_DIR and each mode's REPORTS/<mode>/predictions.csv;
+writes OUT_JSON (DVC metrics: the near-twin audit, and 9-bin age under the report's protocols, see
+argml.protocols), the per-face table OUT_CSV and a contact sheet OUT_PNG. Params: leakage.*, and data, align,
+augment and train for the protocols' splits, copies and heads. The published split is not changed.
 """
 
 import argparse
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from argml import leakage
+from argml import leakage, protocols
 from argml.config import load_params
 from argml.files import atomic_path, run_as_stage, write_json
 from argml.labels import AGE_MODES
@@ -19,10 +21,12 @@ from argml.labels import AGE_MODES
 def main() -> None:
     run_as_stage()
     parser = argparse.ArgumentParser(description=__doc__)
-    for name in ("features_dir", "aligned_dir", "reports", "out_json", "out_csv", "out_png"):
+    for name in ("features_dir", "raw_dir", "split_table", "aligned_dir", "reports", "out_json", "out_csv",
+                 "out_png"):
         parser.add_argument(name)
     args = parser.parse_args()
-    params = load_params().leakage
+    all_params = load_params()
+    params = all_params.leakage
 
     model = leakage.embedding_model(args.features_dir)
     train_embeddings, train_labels = leakage.embed(model, args.features_dir, "train", params.batch_size)
@@ -31,6 +35,11 @@ def main() -> None:
     neighbours = leakage.test_neighbours(test_embeddings, test_labels, train_embeddings, train_labels)
     predictions = {mode: pd.read_csv(Path(args.reports) / mode / "predictions.csv") for mode in AGE_MODES}
     report, neighbours = leakage.audit(neighbours, to_source, params.twin_quantile, predictions)
+    pools, vectors, counts = protocols.build_pools(args.features_dir, args.raw_dir, args.split_table,
+                                                   args.aligned_dir, all_params.data, all_params.align,
+                                                   all_params.augment, params.batch_size)
+    report["protocols"] = {**counts, "model": "binned heads on the frozen FaceNet's pooled features",
+                           **protocols.compare(pools, vectors, all_params.train, params.protocol_epochs)}
 
     with atomic_path(args.out_png) as staging:
         leakage.contact_sheet(leakage.sheet_examples(neighbours, params.examples), args.aligned_dir, staging)
@@ -40,6 +49,8 @@ def main() -> None:
     print(f"leakage: {report['near_twins']} of {report['test_faces']} test faces have a near-twin in training "
           f"(cosine >= {report['threshold']['cosine']:.4f}, the {params.twin_quantile:g} quantile of "
           "copy-to-source cosines)")
+    print("leakage: 9-bin age (frozen-feature heads) by protocol: " + ", ".join(
+        f"{name} {report['protocols'][name]['age_accuracy']:.3f}" for name in protocols.PROTOCOLS))
 
 
 if __name__ == "__main__":

@@ -42,9 +42,9 @@ def test_copy_cosines_pair_each_copy_with_its_source(embeddings_of):
                                      variants[shuffled])
     expected = np.einsum("ij,ij->i", copies, originals)
     assert sorted(np.round(to_source, 5)) == sorted(np.round(expected, 5))
-    assert leakage.copy_source(copy_names[0]) == names[0]
+    assert augment.copy_source(copy_names[0]) == names[0]
     with pytest.raises(ValueError, match="not an augmented copy"):
-        leakage.copy_source(names[0])
+        augment.copy_source(names[0])
 
 
 def test_threshold_is_the_quantile_and_needs_copies():

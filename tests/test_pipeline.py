@@ -116,6 +116,17 @@ def test_the_leakage_audit_covers_the_test_split(pipeline):
         assert parts["without_twins"]["faces"] + parts["twins_only"]["faces"] == len(table)
     assert cv2.imread(str(copy / "reports" / "leakage.png")) is not None
 
+    protocols = report["protocols"]
+    published, duplicates = protocols["published"], protocols["duplicates"]
+    assert published["test"] == len(table) and published["leaked_test_faces"] == 0
+    assert protocols["augment_first"]["leaked_test_faces"] > 0  # copies of test faces went to training
+    assert protocols["augmented_copies"] > 0
+    originals = LIMIT - (json.loads((copy / "reports" / "align.json").read_text())["empty"])
+    assert duplicates["test"] == round(0.1 * (originals + protocols["byte_identical_copies"]
+                                              + protocols["label_conflicting_images"]))
+    for name in ("published", "duplicates", "augment_first", "both"):
+        assert 0 <= protocols[name]["age_accuracy"] <= 1 and protocols[name]["train"] > protocols[name]["test"]
+
 
 def test_the_demo_stage_plays_the_clip_through_the_live_path(pipeline):
     import cv2

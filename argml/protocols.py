@@ -1,0 +1,210 @@
+"""The report's protocol on our data: what 9-bin age accuracy a split that leaks gives.
+
+The report built its TFRecords "following data augmentation" from an 80/10/10 split of UTKFace, which holds
+byte-identical copies. Four protocols, each a pool of faces split 80/10/10 (stratified, seeded like the
+published split):
+- published: our split (byte-identical copies removed first; only training faces augmented);
+- (a) duplicates: every parsed image, byte-identical copies included, split at random;
+- (b) augment first: our deduplicated faces plus race-balancing copies of every split's faces, the copies
+  split independently of their sources (so copies of test faces train, and copies are tested);
+- (c) both.
+Each protocol trains the same heads (argml.heads, binned mode) on the frozen FaceNet's pooled features, so only
+the protocol differs; fine-tuning each one would cost a quarter of an hour here. Byte-identical copies share
+their kept twin's features; images of label-conflicting groups (none kept) and the new augmented copies are
+aligned and run through FaceNet here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from argml import augment, facenet, faces, features, labels, tfrecords
+from argml.config import AlignParams, AugmentParams, DataParams, TrainParams
+from argml.heads import build_heads, compile_model
+from argml.train import age_values, training_targets
+
+PROTOCOLS = ("published", "duplicates", "augment_first", "both")
+KEYS = ("age", "gender", "race", "age_bin", "age_class")
+
+
+def cached_pool(features_dir: str | Path) -> pd.DataFrame:
+    """Every cached image (all splits, originals and copies) with its labels, split, variant and feature row."""
+    features_dir = Path(features_dir)
+    parts = []
+    for split in labels.SPLITS:
+        cached = dict(np.load(features_dir / f"{split}.labels.npz"))
+        parts.append(pd.DataFrame({
+            "file": cached["file_name"], "age": cached["age_years"], "gender": cached["gender"],
+            "race": cached["race"], "age_bin": cached["age_bin"], "age_class": cached["age_class"],
+            "variant": cached["variant"], "split": split, "row": np.arange(len(cached["file_name"]))}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def pooled_arrays(features_dir: str | Path) -> dict[str, np.ndarray]:
+    info = features.read_info(features_dir)
+    if info["head_input"] != "pooled":
+        raise ValueError("the protocol comparison needs features.head_input: pooled")
+    return {split: np.load(Path(features_dir) / f"{split}.pooled.npy") for split in labels.SPLITS}
+
+
+def extra_copies(scanned: pd.DataFrame, kept: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What deduplication removed, from the scan of every raw image (`scanned`, with md5) and the published
+    table (`kept`): (byte-identical copies of kept images, with their kept `twin`; images of the groups dropped
+    for conflicting labels). A sample (data.limit) keeps the same share of the conflicting groups."""
+    missing = scanned[~scanned["file"].isin(kept["file"])]
+    twin = kept.drop_duplicates("md5").set_index("md5")["file"]
+    copies = missing[missing["md5"].isin(twin.index)].assign(twin=lambda rows: rows["md5"].map(twin))
+    deduplicated, report = labels.deduplicate(scanned)
+    conflicting = scanned[~scanned["md5"].isin(deduplicated["md5"])]
+    groups = np.sort(conflicting["md5"].unique())
+    share = len(kept) / len(deduplicated)
+    picked = np.random.default_rng(seed).permutation(groups)[:round(share * len(groups))]
+    return copies.reset_index(drop=True), conflicting[conflicting["md5"].isin(picked)].reset_index(drop=True)
+
+
+class PooledFeatures:
+    """The whole FaceNet up to its pooled features, over aligned RGB faces."""
+
+    def __init__(self, weights: str, batch_size: int):
+        self.model = facenet.feature_model(facenet.load_facenet(weights), "pooled")
+        self.batch_size = batch_size
+
+    def __call__(self, images, total: int, what: str) -> np.ndarray:
+        out, batch = [], []
+        for image in tqdm(images, total=total, desc=f"features {what}", unit="img", mininterval=2):
+            batch.append(image)
+            if len(batch) == self.batch_size:
+                out.append(self.model.predict_on_batch(np.stack(batch).astype(np.float32)))
+                batch = []
+        if batch:
+            out.append(self.model.predict_on_batch(np.stack(batch).astype(np.float32)))
+        return np.concatenate(out) if out else np.zeros((0, self.model.output.shape[-1]), np.float32)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileNotFoundError(f"aligned image {path} is missing or unreadable")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def augmented_images(planned: pd.DataFrame, aligned_dir: Path, settings: AugmentParams):
+    """Each planned copy as augment.make_images makes it (same adjustment and seed), in memory, RGB. The
+    JPEG round trip of the written copies is left out: it moves features less than the adjustments do."""
+    for row in planned.itertuples():
+        rng = np.random.default_rng(row.seed)
+        bgr = cv2.cvtColor(read_rgb(aligned_dir / row.source), cv2.COLOR_RGB2BGR)
+        new = augment.adjust(bgr, row.adjustment, rng, settings.max_angle, settings.noise_sigma)
+        yield cv2.cvtColor(new, cv2.COLOR_BGR2RGB)
+
+
+def build_pools(features_dir, raw_dir, split_table, aligned_dir, data: DataParams, align: AlignParams,
+                augmentation: AugmentParams, batch_size: int) -> tuple[dict[str, pd.DataFrame], np.ndarray, dict]:
+    """The four protocols' tables (rows: file, labels, split, `feature` row into the returned array) and counts."""
+    cache = cached_pool(features_dir)
+    arrays = pooled_arrays(features_dir)
+    offsets = np.cumsum([0] + [len(arrays[split]) for split in labels.SPLITS])
+    cache["feature"] = cache["row"] + cache["split"].map(dict(zip(labels.SPLITS, offsets[:-1])))
+    vectors = [np.concatenate([arrays[split] for split in labels.SPLITS])]
+    originals = cache[cache["variant"] == tfrecords.VARIANTS["original"]]
+    race_copies = cache[cache["variant"] == tfrecords.VARIANTS["race"]]
+    next_row = len(vectors[0])
+
+    scanned, _ = labels.scan(raw_dir)
+    kept = labels.load_table(split_table)
+    copies, conflicting = extra_copies(scanned, kept, data.seed)
+    copies = copies.assign(feature=copies["twin"].map(originals.set_index("file")["feature"]))
+    copies = copies.dropna(subset=["feature"]).astype({"feature": int})  # twins the limit left out, if any
+    encoder = PooledFeatures(features.read_info(features_dir)["weights"], batch_size)
+    with tempfile.TemporaryDirectory(prefix="argml-protocols-") as scratch:
+        status = faces.align_files(conflicting["file"].tolist(), raw_dir, scratch, align.size, align.padding,
+                                   align.upsample, align.workers)
+        aligned = status[status["status"].isin(["aligned", "fallback"])]["file"]
+        conflicting = conflicting[conflicting["file"].isin(aligned)].reset_index(drop=True)
+        vectors.append(encoder((read_rgb(Path(scratch) / name) for name in conflicting["file"]),
+                               len(conflicting), "label-conflicting copies"))
+    conflicting["feature"] = np.arange(next_row, next_row + len(conflicting))
+    next_row += len(conflicting)
+
+    # (b) race-balancing copies of the validation and test faces, by the same rule as the training copies
+    held_out = originals[originals["split"] != "train"]
+    planned = augment.plan(held_out[["file", *KEYS]], augmentation.race_target, 0.0, augmentation.seed)
+    planned = planned[planned["purpose"] == "race"].reset_index(drop=True)
+    vectors.append(encoder(augmented_images(planned, Path(aligned_dir), augmentation), len(planned),
+                           "copies of held-out faces"))
+    planned["feature"] = np.arange(next_row, next_row + len(planned))
+
+    base = originals[["file", *KEYS, "feature"]].assign(source=originals["file"])
+    with_duplicates = pd.concat([base, copies[["file", *KEYS, "feature"]].assign(source=copies["twin"]),
+                                 conflicting[["file", *KEYS, "feature"]].assign(source=conflicting["md5"])])
+    augmented = pd.concat([race_copies[["file", *KEYS, "feature"]].assign(
+                               source=race_copies["file"].map(augment.copy_source)),
+                           planned[["file", *KEYS, "feature"]]])
+    resplit = lambda table: labels.split(table.reset_index(drop=True), data.val_fraction,  # noqa: E731
+                                         data.test_fraction, data.seed)
+    published = cache[cache["variant"] != tfrecords.VARIANTS["exact_age"]]
+    pools = {
+        "published": published[["file", *KEYS, "feature", "split"]].assign(source=published["file"]),
+        "duplicates": resplit(with_duplicates),
+        "augment_first": resplit(pd.concat([base, augmented])),
+        "both": resplit(pd.concat([with_duplicates, augmented])),
+    }
+    counts = {"byte_identical_copies": int(len(copies)), "label_conflicting_images": int(len(conflicting)),
+              "augmented_copies": int(len(race_copies) + len(planned))}
+    return pools, np.concatenate(vectors).astype(np.float32), counts
+
+
+def leaked_test_faces(pool: pd.DataFrame) -> int:
+    """Test rows whose image, or a byte-identical copy or augmented copy of it, is also in training (rows of
+    one image share their `source`)."""
+    training_sources = set(pool.loc[pool["split"] == "train", "source"])
+    return int(pool.loc[pool["split"] == "test", "source"].isin(training_sources).sum())
+
+
+def heads_accuracy(pool: pd.DataFrame, vectors: np.ndarray, settings: TrainParams, epochs: int) -> dict:
+    """Train binned heads on a protocol's training rows (validation rows for early stopping); its test
+    figures: 9-bin age, gender and race accuracy."""
+    keras.utils.set_random_seed(settings.seed)
+    splits = {name: pool[pool["split"] == name] for name in labels.SPLITS}
+    data = {name: (vectors[rows["feature"].to_numpy()], heads_targets(rows, settings))
+            for name, rows in splits.items()}
+    heads = build_heads(vectors.shape[1], "binned", settings.hidden_units, settings.hidden_activation,
+                        settings.dropout)
+    values = age_values({"age_bin": splits["train"]["age_bin"].to_numpy(),
+                         "age_years": splits["train"]["age"].to_numpy()}, "binned")
+    compile_model(heads, settings.head_lr, dataclasses.asdict(settings.lr_factors),
+                  dataclasses.asdict(settings.loss_weights), values, settings.age_l1, settings.label_smoothing)
+    heads.fit(*data["train"], validation_data=data["val"], epochs=epochs, batch_size=settings.batch_size,
+              verbose=0, callbacks=[keras.callbacks.EarlyStopping(patience=settings.patience,
+                                                                   restore_best_weights=True)])
+    outputs = heads.predict(data["test"][0], batch_size=1024, verbose=0)
+    test = splits["test"]
+    truth = {"age": test["age_bin"], "gender": test["gender"], "race": test["race"]}
+    return {f"{task}_accuracy": float((np.asarray(outputs[task]).argmax(axis=1) == truth[task].to_numpy()).mean())
+            for task in ("age", "gender", "race")}
+
+
+def heads_targets(rows: pd.DataFrame, settings: TrainParams) -> dict[str, np.ndarray]:
+    return training_targets({"age_years": rows["age"].to_numpy(), "race": rows["race"].to_numpy(),
+                             "gender": rows["gender"].to_numpy()}, "binned", settings)
+
+
+def compare(pools: dict[str, pd.DataFrame], vectors: np.ndarray, settings: TrainParams, epochs: int) -> dict:
+    """Per protocol: sizes, how many test rows leak (see leaked_test_faces), and the heads' test figures."""
+    report = {}
+    for name in tqdm(PROTOCOLS, desc="protocols", unit="protocol"):
+        pool = pools[name]
+        sizes = pool["split"].value_counts()
+        report[name] = {"train": int(sizes.get("train", 0)), "test": int(sizes.get("test", 0)),
+                        "leaked_test_faces": leaked_test_faces(pool),
+                        **{key: round(value, 4) for key, value in heads_accuracy(pool, vectors, settings,
+                                                                                  epochs).items()}}
+    return report
