@@ -129,7 +129,7 @@ class DemoParams:
 @dataclasses.dataclass(frozen=True)
 class LeakageParams:
     twin_quantile: float = 0.05  # near-twin: cosine to a training face >= this quantile of copy-to-source cosines
-    batch_size: int = 128  # embedding batches
+    batch_size: int = 256  # embedding batches, and the protocols' training batches
     examples: int = 4  # contact sheet: this many pairs from the top, just above and just below the threshold
     protocol_epochs: int = 20  # the report's protocols: at most this many epochs for each protocol's heads
 

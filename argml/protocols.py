@@ -169,7 +169,8 @@ def leaked_test_faces(pool: pd.DataFrame) -> int:
     return int(pool.loc[pool["split"] == "test", "source"].isin(training_sources).sum())
 
 
-def heads_accuracy(pool: pd.DataFrame, vectors: np.ndarray, settings: TrainParams, epochs: int) -> dict:
+def heads_accuracy(pool: pd.DataFrame, vectors: np.ndarray, settings: TrainParams, epochs: int,
+                   batch_size: int) -> dict:
     """Train binned heads on a protocol's training rows (validation rows for early stopping); its test
     figures: 9-bin age, gender and race accuracy."""
     keras.utils.set_random_seed(settings.seed)
@@ -182,10 +183,10 @@ def heads_accuracy(pool: pd.DataFrame, vectors: np.ndarray, settings: TrainParam
                          "age_years": splits["train"]["age"].to_numpy()}, "binned")
     compile_model(heads, settings.head_lr, dataclasses.asdict(settings.lr_factors),
                   dataclasses.asdict(settings.loss_weights), values, settings.age_l1, settings.label_smoothing)
-    heads.fit(*data["train"], validation_data=data["val"], epochs=epochs, batch_size=settings.batch_size,
+    heads.fit(*data["train"], validation_data=data["val"], epochs=epochs, batch_size=batch_size,
               verbose=0, callbacks=[keras.callbacks.EarlyStopping(patience=settings.patience,
                                                                    restore_best_weights=True)])
-    outputs = heads.predict(data["test"][0], batch_size=1024, verbose=0)
+    outputs = heads(data["test"][0], training=False)
     test = splits["test"]
     truth = {"age": test["age_bin"], "gender": test["gender"], "race": test["race"]}
     return {f"{task}_accuracy": float((np.asarray(outputs[task]).argmax(axis=1) == truth[task].to_numpy()).mean())
@@ -197,7 +198,8 @@ def heads_targets(rows: pd.DataFrame, settings: TrainParams) -> dict[str, np.nda
                              "gender": rows["gender"].to_numpy()}, "binned", settings)
 
 
-def compare(pools: dict[str, pd.DataFrame], vectors: np.ndarray, settings: TrainParams, epochs: int) -> dict:
+def compare(pools: dict[str, pd.DataFrame], vectors: np.ndarray, settings: TrainParams, epochs: int,
+            batch_size: int) -> dict:
     """Per protocol: sizes, how many test rows leak (see leaked_test_faces), and the heads' test figures."""
     report = {}
     for name in tqdm(PROTOCOLS, desc="protocols", unit="protocol"):
@@ -206,5 +208,5 @@ def compare(pools: dict[str, pd.DataFrame], vectors: np.ndarray, settings: Train
         report[name] = {"train": int(sizes.get("train", 0)), "test": int(sizes.get("test", 0)),
                         "leaked_test_faces": leaked_test_faces(pool),
                         **{key: round(value, 4) for key, value in heads_accuracy(pool, vectors, settings,
-                                                                                  epochs).items()}}
+                                                                                  epochs, batch_size).items()}}
     return report

@@ -39,7 +39,8 @@ def main() -> None:
                                                    args.aligned_dir, all_params.data, all_params.align,
                                                    all_params.augment, params.batch_size)
     report["protocols"] = {**counts, "model": "binned heads on the frozen FaceNet's pooled features",
-                           **protocols.compare(pools, vectors, all_params.train, params.protocol_epochs)}
+                           **protocols.compare(pools, vectors, all_params.train, params.protocol_epochs,
+                                                             params.batch_size)}
 
     with atomic_path(args.out_png) as staging:
         leakage.contact_sheet(leakage.sheet_examples(neighbours, params.examples), args.aligned_dir, staging)
