@@ -1,8 +1,10 @@
-"""Batch prediction: `python -m argml.predict PATH... --out preds.csv|preds.jsonl [--model URI|FILE]`.
+"""Batch prediction: `python -m argml.predict PATH... --out preds.csv|preds.jsonl [--model URI|FILE] [--aligned]`.
 
 Images and folders (searched recursively) -> one row per face found: file, face index, box, detector
-confidence, and per task the label and its probability (plus the expected age in years). Faces are found by
-the YOLO face model and aligned as in training. Unreadable files are listed and counted, not fatal.
+confidence, and per task the label and its probability, plus the age bin and years under the model's
+read-out. Faces are found by the YOLO face model and aligned as in training; with `--aligned`, each image
+already is one face aligned as in training (e.g. the pipeline's data/aligned), classified as it is. Unreadable
+files, and with --aligned images of another size, are listed and counted, not fatal.
 """
 
 from __future__ import annotations
@@ -52,6 +54,37 @@ def predict_files(files: list[Path], classifier: inference.FaceClassifier,
     return table[COLUMNS + [column for column in table.columns if column not in COLUMNS]], unreadable
 
 
+def predict_aligned(files: list[Path], classifier: inference.FaceClassifier,
+                    batch_size: int = 32) -> tuple[pd.DataFrame, list[str]]:
+    """One row per image that is an aligned face of the model's input size; the others are returned."""
+    import cv2
+    import numpy as np
+
+    size, rejected, tables = classifier.classifier.input_size, [], []
+    faces, names = [], []
+
+    def flush():
+        if faces:
+            tables.append(classifier.classifier.predict(np.stack(faces)).assign(file=names.copy()))
+            faces.clear()
+            names.clear()
+
+    for path in tqdm(files, desc="predict", unit="img"):
+        image = read_image(path)
+        if image is None or image.shape[:2] != (size, size):
+            rejected.append(str(path))
+            continue
+        faces.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        names.append(str(path))
+        if len(faces) == batch_size:
+            flush()
+    flush()
+    if not tables:
+        return pd.DataFrame(columns=["file"]), rejected
+    table = pd.concat(tables, ignore_index=True)
+    return table[["file"] + [column for column in table.columns if column != "file"]], rejected
+
+
 def save(table: pd.DataFrame, out: str | Path) -> None:
     out = Path(out)
     with atomic_path(out) as staging:
@@ -64,13 +97,18 @@ def save(table: pd.DataFrame, out: str | Path) -> None:
 
 
 def run(paths: list[str], out: str, model: str = inference.DEFAULT_MODEL, detector: str | None = None,
-        params: str = "params.yaml", detector_sha256: str = "", backend: str | None = None) -> dict:
+        params: str = "params.yaml", detector_sha256: str = "", backend: str | None = None,
+        aligned: bool = False) -> dict:
     check_writable(out, (".csv", ".jsonl"), "--out")
     settings = inference.settings(params)
-    face_detector = inference.open_detector(settings, detector, detector_sha256)
+    face_detector = None if aligned else inference.open_detector(settings, detector, detector_sha256)
     files = image_paths(paths)
     backend = inference.choose_backend(model, backend or settings.backend)
-    table, unreadable = predict_files(files, inference.FaceClassifier(model, backend), face_detector)
+    classifier = inference.FaceClassifier(model, backend)
+    if aligned:
+        table, unreadable = predict_aligned(files, classifier)
+    else:
+        table, unreadable = predict_files(files, classifier, face_detector)
     save(table, out)
     return {"images": len(files), "faces": len(table), "unreadable": unreadable, "backend": backend}
 
@@ -87,14 +125,18 @@ def main(argv=None) -> int:
     parser.add_argument("--detector", help=f"YOLO face model path or URL (default ${detect.ENV_DETECTOR})")
     parser.add_argument("--detector-sha256", default="", help="expected sha256 of a --detector URL's download")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--aligned", action="store_true",
+                        help="each image is one face already aligned as in training (no detection)")
     args = parser.parse_args(argv)
     try:
-        summary = run(args.paths, args.out, args.model, args.detector, args.params, args.detector_sha256, args.backend)
+        summary = run(args.paths, args.out, args.model, args.detector, args.params, args.detector_sha256, args.backend,
+                      args.aligned)
     except (OSError, ValueError, RuntimeError) as error:
         print(f"predict: {error}", file=sys.stderr)
         return 2
+    problem = "unreadable or not an aligned face of the model's size" if args.aligned else "unreadable"
     for path in summary["unreadable"]:
-        print(f"predict: unreadable, skipped: {path}", file=sys.stderr)
+        print(f"predict: {problem}, skipped: {path}", file=sys.stderr)
     print(f"predict: {summary['faces']} faces in {summary['images']} images "
           f"({len(summary['unreadable'])} unreadable, {summary['backend']} classifier) -> {args.out}")
     return 0

@@ -133,18 +133,18 @@ def finetune_rate(settings: TrainParams, steps_per_epoch: int):
 
 
 def validation_report(model: keras.Model, split: dict, description: dict, batch_size: int) -> dict:
-    """Choose the age read-out on the validation split (recorded in `description`), and return the validation
-    metrics under it, computed as evaluate computes the test metrics."""
+    """The age read-out that does best on the validation split (argml.age.choose_readout), and the validation
+    metrics under it, computed as evaluate computes the test metrics: {"readout", "metrics"}."""
     outputs = model.predict(CachedBatches(split["lower"], split["index"], split["targets"], batch_size, False),
                             verbose=0)
     probabilities = {task: np.asarray(outputs[task]) for task in TASKS}
     labels = split["labels"]
     readout = choose_readout(probabilities["age"], labels["age_years"], description["mode"],
                              description["age_values"])
-    description["readout"] = {"bins": readout["bins"], "years": readout["years"]}
+    chosen = {"bins": readout["bins"], "years": readout["years"]}
     rows = evaluate.row_outcomes(probabilities, {**labels, "file": labels["file_name"],
                                                  "age": labels[tfrecords.age_column(description["mode"])]},
-                                 description)
+                                 {**description, "readout": chosen})
     return {"metrics": evaluate.summary_metrics(rows), "readout": readout}
 
 
@@ -245,6 +245,7 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: 
                    "classes": {task: list(names) for task, names in class_names(mode).items()},
                    "age_values": values, **info, **(describe or {})}
     validation = validation_report(finetune_model, val_split, description, settings.batch_size)
+    description["readout"] = {key: validation["readout"][key] for key in ("bins", "years")}
     print(f"train[{mode}]: age read-out {description['readout']}; validation "
           + ", ".join(f"{name} {value:.4f}" for name, value in validation["metrics"].items()))
     model_dir.mkdir(parents=True, exist_ok=True)

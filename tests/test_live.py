@@ -101,7 +101,11 @@ def test_labels_appear_and_settle(headless_run):
         assert face["observations"] >= 1
         for task, probabilities in face["probabilities"].items():
             assert abs(sum(probabilities) - 1) < 1e-3
-            assert face["labels"][task]["probability"] == pytest.approx(max(probabilities), abs=1e-4)
+            chosen = face["labels"][task]["probability"]
+            if task == "age":  # the class of the model's read-out, which need not be the arg-max
+                assert min(abs(chosen - p) for p in probabilities) < 1e-4
+            else:
+                assert chosen == pytest.approx(max(probabilities), abs=1e-4)
     observations = [f["observations"] for r in records for f in r["faces"] if person_at(f["box"]) == "A"]
     assert observations == sorted(observations) and observations[-1] >= 3, "A's pool only grows"
 

@@ -175,3 +175,28 @@ def test_same_examples_give_the_same_bytes_in_any_process(written, tmp_path):
     assert shards == sorted(p.name for p in out.iterdir())
     for name in shards:
         assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("from_block", ["Mixed_6a", "Repeat_1.block17_6", "Mixed_7a"])
+def test_a_feature_cache_from_any_block_gives_the_full_models_outputs(written, from_block, tmp_path):
+    """The features stage's float16 cache of a block's input, run through FaceNet from that block, gives the
+    whole model's embeddings and pooled features on the same faces (to float16 tolerance)."""
+    import numpy as np
+
+    from argml import facenet, features
+
+    _, records = written
+    info = features.cache_all(records, tmp_path, from_block, "pooled", batch_size=16)
+    assert info["lower_shape"] == list(facenet.block_input_shape(from_block))
+    model = facenet.load_facenet()
+    _, upper = facenet.split(model, from_block)
+    cached = np.load(tmp_path / "val.lower.npy")
+    assert cached.dtype == np.float16
+    dataset = tfrecords.load_dataset(records, "val", "exact", batch_size=64, shuffle=False, with_meta=True)
+    images = np.concatenate([batch for batch, _ in dataset.as_numpy_iterator()])
+    assert len(images) == len(cached) > 0
+    whole = facenet.feature_model(model, "embeddings").predict(images, verbose=0)
+    from_cache = facenet.feature_model(upper, "embeddings").predict(cached.astype(np.float32), verbose=0)
+    np.testing.assert_allclose(from_cache, whole, atol=5e-3)
+    pooled = facenet.feature_model(model, "pooled").predict(images, verbose=0)
+    np.testing.assert_allclose(np.load(tmp_path / "val.pooled.npy"), pooled, rtol=1e-2, atol=1e-2)

@@ -116,8 +116,39 @@ def test_pyfunc_predictions(pipeline_repo, mlflow_client, faces, alias):
         if classes:
             assert probabilities.shape == (3, classes)
         np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
-        assert (predictions[f"{task}_probability"] == probabilities.max(axis=1)).all()
+        if task == "age":  # the class of the model's read-out, which need not be the arg-max
+            assert all(value in row for value, row in zip(predictions["age_probability"], probabilities))
+        else:
+            assert (predictions[f"{task}_probability"] == probabilities.max(axis=1)).all()
     assert set(predictions["gender"]) <= {"male", "female"}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_pyfunc_and_predict_answer_as_evaluate_did(pipeline_repo, mlflow_client, mode, tmp_path):
+    """The same test faces through the registered pyfunc and `argml.predict --aligned`: the labels, age bins
+    and years evaluate recorded in predictions.csv."""
+    import cv2
+    import mlflow
+    import pandas as pd
+
+    from argml import predict
+    from argml.labels import AGE_BIN_NAMES
+
+    copy, _, _ = pipeline_repo
+    evaluated = pd.read_csv(copy / "reports" / mode / "predictions.csv").head(12)
+    paths = [copy / "data" / "aligned" / name for name in evaluated["file"]]
+    out = tmp_path / "preds.csv"
+    summary = predict.run([str(path) for path in paths], str(out), model=str(copy / "data" / "models" / mode / "model.keras"),
+                          params=str(copy / "params.yaml"), backend="keras", aligned=True)
+    assert summary["faces"] == len(paths) and not summary["unreadable"]
+    faces = np.stack([cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB) for path in paths])
+    served = mlflow.pyfunc.load_model(f"models:/argml@{mode}").predict(faces)
+    classes = json.loads((copy / "data" / "models" / mode / "model.json").read_text())["classes"]
+    for answers in (pd.read_csv(out), served):
+        for task in ("gender", "race"):
+            assert [classes[task].index(label) for label in answers[task]] == evaluated[f"{task}_pred"].tolist()
+        assert [AGE_BIN_NAMES.index(label) for label in answers["age_bin"]] == evaluated["age_bin_pred"].tolist()
+        np.testing.assert_allclose(answers["age_years"], evaluated["expected_age"], atol=0.02)
 
 
 def test_pyfunc_refuses_images_scaled_to_0_1(pipeline_repo, mlflow_client, faces):
