@@ -27,6 +27,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from argml import augment, facenet, faces, features, labels, tfrecords
+from argml.files import read_image
 from argml.config import AlignParams, AugmentParams, DataParams, TrainParams
 from argml.heads import build_heads, compile_model
 from argml.train import age_values, training_targets
@@ -90,7 +91,7 @@ class PooledFeatures:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    bgr = read_image(path)
     if bgr is None:
         raise FileNotFoundError(f"aligned image {path} is missing or unreadable")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -100,9 +101,11 @@ def augmented_images(planned: pd.DataFrame, aligned_dir: Path, settings: Augment
     """Each planned copy as augment.make_images makes it (same adjustment and seed), in memory, RGB. The
     JPEG round trip of the written copies is left out: it moves features less than the adjustments do."""
     for row in planned.itertuples():
-        rng = np.random.default_rng(row.seed)
-        bgr = cv2.cvtColor(read_rgb(aligned_dir / row.source), cv2.COLOR_RGB2BGR)
-        new = augment.adjust(bgr, row.adjustment, rng, settings.max_angle, settings.noise_sigma)
+        bgr = read_image(aligned_dir / row.source)
+        if bgr is None:
+            raise FileNotFoundError(f"aligned image {aligned_dir / row.source} is missing or unreadable")
+        new = augment.adjust(bgr, row.adjustment, np.random.default_rng(row.seed), settings.max_angle,
+                             settings.noise_sigma)
         yield cv2.cvtColor(new, cv2.COLOR_BGR2RGB)
 
 
