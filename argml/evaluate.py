@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from argml.classifier import TASKS, age_readout, predicted_classes
 from argml.labels import AGE_BIN_NAMES, GENDERS, RACES, age_class
@@ -63,13 +63,24 @@ def row_outcomes(probabilities: dict[str, np.ndarray], labels: dict[str, np.ndar
     return frame
 
 
+def macro_f1(truth: np.ndarray, guess: np.ndarray) -> float:
+    """sklearn's f1_score(average="macro", zero_division=0): the mean over the classes present in either array
+    of 2·TP / (true count + predicted count). Written out because the bootstrap calls it some 15,000 times per
+    model, where sklearn's input checks took most of the evaluate stage's time."""
+    classes = np.union1d(truth, guess)
+    true_index, guess_index = np.searchsorted(classes, truth), np.searchsorted(classes, guess)
+    hits = np.bincount(true_index[true_index == guess_index], minlength=len(classes))
+    counts = np.bincount(true_index, minlength=len(classes)) + np.bincount(guess_index, minlength=len(classes))
+    return float(np.mean(2 * hits / counts))
+
+
 def summary_metrics(rows: pd.DataFrame) -> dict[str, float]:
     """The headline metrics of a set of rows (the whole test set, or one group)."""
     metrics = {}
     for task in TASKS:
         truth, guess = rows[f"{task}_true"], rows[f"{task}_pred"]
         metrics[f"{task}.accuracy"] = float((truth == guess).mean())
-        metrics[f"{task}.macro_f1"] = float(f1_score(truth, guess, average="macro", zero_division=0))
+        metrics[f"{task}.macro_f1"] = macro_f1(truth.to_numpy(), guess.to_numpy())
     error = (rows["expected_age"] - rows["age_years"]).abs()
     metrics["age.bin_accuracy"] = float((rows["age_bin_true"] == rows["age_bin_pred"]).mean())
     metrics["age.exact_accuracy"] = float((rows["age_class_true"] == rows["age_class_pred"]).mean())

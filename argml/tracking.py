@@ -12,6 +12,7 @@ import importlib.metadata
 import json
 import os
 import subprocess
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -240,13 +241,16 @@ def local_model_mismatch(uri: str, models_dir: str | Path = "data/models") -> st
 def load_classifier(uri: str):
     """The Classifier inside a registered pyfunc model (e.g. models:/argml@champion)."""
     configure()
-    try:
-        model = mlflow.pyfunc.load_model(uri)
-    except mlflow.exceptions.MlflowException as error:
-        raise FileNotFoundError(
-            f"no model at {uri} in {mlflow.get_tracking_uri()}: train one with `dvc repro` (it registers "
-            f"`argml` with aliases binned, exact and champion), or pass --model path/to/model.keras "
-            f"({error.message.splitlines()[0]})") from error
+    # The Classifier holds the Keras model in memory, so the downloaded copy (about 90 MB) can go at once;
+    # MLflow's own download folder would stay in the system's temp folder for good.
+    with tempfile.TemporaryDirectory(prefix="argml-model-") as download:
+        try:
+            model = mlflow.pyfunc.load_model(uri, dst_path=download)
+        except mlflow.exceptions.MlflowException as error:
+            raise FileNotFoundError(
+                f"no model at {uri} in {mlflow.get_tracking_uri()}: train one with `dvc repro` (it registers "
+                f"`argml` with aliases binned, exact and champion), or pass --model path/to/model.keras "
+                f"({error.message.splitlines()[0]})") from error
     mismatch = local_model_mismatch(uri)
     if mismatch:
         warnings.warn(mismatch, stacklevel=2)

@@ -58,6 +58,19 @@ def test_exact_mode_maps_predictions_to_bins_and_expected_age():
     assert metrics["age.mae"] == pytest.approx((1 + 0 + 5) / 3)
 
 
+@pytest.mark.parametrize("classes, size", [(5, 400), (9, 30), (63, 50), (2, 1)])
+def test_macro_f1_equals_sklearns(classes, size):
+    """On samples where some classes are never true, never predicted, or both, as in small bootstrap groups."""
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(classes)
+    for _ in range(20):
+        truth, guess = rng.integers(0, classes, size), rng.integers(0, classes, size)
+        guess[: size // 2] = truth[: size // 2]
+        expected = f1_score(truth, guess, average="macro", zero_division=0)
+        assert evaluate.macro_f1(truth, guess) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
 def test_per_group_counts_intervals_and_worst_group():
     rng = np.random.default_rng(0)
     n = 400

@@ -154,6 +154,7 @@ def test_a_teammate_pulls_the_model_and_predicts_with_the_registered_one(team_re
     assert not (clone / "data" / "models").exists()
     env = {**env, "PYTHONPATH": str(clone)}
     run([str(DVC), "remote", "modify", "--local", "team", "endpointurl", team_stack.s3_endpoint(stack[1])], clone, env)
+    run([str(DVC), "config", "--local", "cache.type", "hardlink"], clone, env)
     run([str(DVC), "pull"], clone, env)
     for mode in ("binned", "exact"):
         assert tracking.model_digest(clone / "data" / "models" / mode) == tracking.model_digest(

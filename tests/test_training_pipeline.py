@@ -256,13 +256,18 @@ def proxy_holds_the_body_limit(model_port: int, tmp_path, good_body: bytes) -> N
         proxy.wait(timeout=20)
 
 
+def temp_in(folder) -> dict[str, str]:
+    """`mlflow models serve` downloads the model into a temp folder it never removes: keep it in the test's."""
+    return {"TMPDIR": str(folder)}
+
+
 def test_mlflow_models_serve_answers_json(pipeline_repo, faces, tmp_path):
     copy, env, _ = pipeline_repo
     port = free_port()
     server = subprocess.Popen(
         [str(DVC.parent / "mlflow"), "models", "serve", "-m", "models:/argml@champion", "--env-manager", "local",
          "-h", "127.0.0.1", "-p", str(port)],
-        cwd=copy, env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{copy / 'mlflow.db'}"},
+        cwd=copy, env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{copy / 'mlflow.db'}", **temp_in(tmp_path)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 180
@@ -372,7 +377,7 @@ def test_the_photo_model_answers_encoded_images_over_rest(pipeline_repo, utkface
     server = subprocess.Popen(
         [str(DVC.parent / "mlflow"), "models", "serve", "-m", "models:/argml-photos@champion", "--env-manager",
          "local", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=copy, env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{copy / 'mlflow.db'}"},
+        cwd=copy, env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{copy / 'mlflow.db'}", **temp_in(tmp_path)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         wait_for_url(f"http://127.0.0.1:{port}/ping", server, 180)
