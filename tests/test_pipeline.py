@@ -101,7 +101,7 @@ def test_params_diff_shows_an_edit_and_repro_reruns_only_what_depends_on_it(pipe
             assert f"Running stage '{stage}'" not in output and f"Stage '{stage}' didn't change" in output, stage
     finally:
         # Later tests compare the model's answers on these TFRecords with what evaluate recorded: put back the
-        # faces it saw (DVC's run cache restores them without aligning again).
+        # faces it saw; the data stages are reproducible, so every stage is up to date again.
         params.write_text(original)
         run([str(DVC), "repro", "tfrecords"], copy, env)
     _, status = run([str(DVC), "status"], copy, env)
