@@ -8,10 +8,10 @@ published split):
 - (b) augment first: our deduplicated faces plus race-balancing copies of every split's faces, the copies
   split independently of their sources (so copies of test faces train, and copies are tested);
 - (c) both.
-Each protocol trains the same heads (argml.heads, binned mode) on the frozen FaceNet's pooled features, so only
-the protocol differs; fine-tuning each one would cost a quarter of an hour here. Byte-identical copies share
-their kept twin's features; images of label-conflicting groups (none kept) and the new augmented copies are
-aligned and run through FaceNet here.
+Each protocol trains the same heads (argml.heads, binned mode) on the frozen FaceNet's features (pooled or
+bottleneck, as features.head_input caches them), so only the protocol differs; fine-tuning each one would cost a
+quarter of an hour here. Byte-identical copies share their kept twin's features; images of label-conflicting
+groups (none kept) and the new augmented copies are aligned and run through FaceNet here.
 """
 
 from __future__ import annotations
@@ -49,11 +49,10 @@ def cached_pool(features_dir: str | Path) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def pooled_arrays(features_dir: str | Path) -> dict[str, np.ndarray]:
-    info = features.read_info(features_dir)
-    if info["head_input"] != "pooled":
-        raise ValueError("the protocol comparison needs features.head_input: pooled")
-    return {split: np.load(Path(features_dir) / f"{split}.pooled.npy") for split in labels.SPLITS}
+def head_arrays(features_dir: str | Path) -> dict[str, np.ndarray]:
+    """Each split's cached head features (features.head_input: pooled or bottleneck)."""
+    head_input = features.read_info(features_dir)["head_input"]
+    return {split: np.load(Path(features_dir) / f"{split}.{head_input}.npy") for split in labels.SPLITS}
 
 
 def extra_copies(scanned: pd.DataFrame, kept: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -71,11 +70,11 @@ def extra_copies(scanned: pd.DataFrame, kept: pd.DataFrame, seed: int) -> tuple[
     return copies.reset_index(drop=True), conflicting[conflicting["md5"].isin(picked)].reset_index(drop=True)
 
 
-class PooledFeatures:
-    """The whole FaceNet up to its pooled features, over aligned RGB faces."""
+class HeadFeatures:
+    """The whole frozen FaceNet up to the heads' input (features.head_input), over aligned RGB faces."""
 
-    def __init__(self, weights: str, batch_size: int):
-        self.model = facenet.feature_model(facenet.load_facenet(weights), "pooled")
+    def __init__(self, weights: str, head_input: str, batch_size: int):
+        self.model = facenet.feature_model(facenet.load_facenet(weights), features.head_input_layer(head_input))
         self.batch_size = batch_size
 
     def __call__(self, images, total: int, what: str) -> np.ndarray:
@@ -90,60 +89,72 @@ class PooledFeatures:
         return np.concatenate(out) if out else np.zeros((0, self.model.output.shape[-1]), np.float32)
 
 
-def read_rgb(path: Path) -> np.ndarray:
+def read_bgr(path: Path) -> np.ndarray:
     bgr = read_image(path)
     if bgr is None:
         raise FileNotFoundError(f"aligned image {path} is missing or unreadable")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return bgr
 
 
 def augmented_images(planned: pd.DataFrame, aligned_dir: Path, settings: AugmentParams):
     """Each planned copy as augment.make_images makes it (same adjustment and seed), in memory, RGB. The
     JPEG round trip of the written copies is left out: it moves features less than the adjustments do."""
     for row in planned.itertuples():
-        bgr = read_image(aligned_dir / row.source)
-        if bgr is None:
-            raise FileNotFoundError(f"aligned image {aligned_dir / row.source} is missing or unreadable")
-        new = augment.adjust(bgr, row.adjustment, np.random.default_rng(row.seed), settings.max_angle,
-                             settings.noise_sigma)
+        new = augment.adjust(read_bgr(aligned_dir / row.source), row.adjustment, np.random.default_rng(row.seed),
+                             settings.max_angle, settings.noise_sigma)
         yield cv2.cvtColor(new, cv2.COLOR_BGR2RGB)
 
 
-def build_pools(features_dir, raw_dir, split_table, aligned_dir, data: DataParams, align: AlignParams,
-                augmentation: AugmentParams, batch_size: int) -> tuple[dict[str, pd.DataFrame], np.ndarray, dict]:
-    """The four protocols' tables (rows: file, labels, split, `feature` row into the returned array) and counts."""
+def cached_features(features_dir) -> tuple[pd.DataFrame, np.ndarray]:
+    """cached_pool with a `feature` column: its row in the returned array of every split's head features."""
     cache = cached_pool(features_dir)
-    arrays = pooled_arrays(features_dir)
+    arrays = head_arrays(features_dir)
     offsets = np.cumsum([0] + [len(arrays[split]) for split in labels.SPLITS])
     cache["feature"] = cache["row"] + cache["split"].map(dict(zip(labels.SPLITS, offsets[:-1])))
-    vectors = [np.concatenate([arrays[split] for split in labels.SPLITS])]
-    originals = cache[cache["variant"] == tfrecords.VARIANTS["original"]]
-    race_copies = cache[cache["variant"] == tfrecords.VARIANTS["race"]]
-    next_row = len(vectors[0])
+    return cache, np.concatenate([arrays[split] for split in labels.SPLITS])
 
-    scanned, _ = labels.scan(raw_dir)
-    kept = labels.load_table(split_table)
-    copies, conflicting = extra_copies(scanned, kept, data.seed)
-    copies = copies.assign(feature=copies["twin"].map(originals.set_index("file")["feature"]))
-    copies = copies.dropna(subset=["feature"]).astype({"feature": int})  # twins the limit left out, if any
-    encoder = PooledFeatures(features.read_info(features_dir)["weights"], batch_size)
+
+def encode_conflicting(conflicting: pd.DataFrame, raw_dir, align: AlignParams,
+                       encoder: HeadFeatures) -> tuple[pd.DataFrame, np.ndarray]:
+    """Aligns the label-conflicting images (never aligned by the pipeline) and encodes those dlib could align."""
     with tempfile.TemporaryDirectory(prefix="argml-protocols-") as scratch:
         status = faces.align_files(conflicting["file"].tolist(), raw_dir, scratch, align.size, align.padding,
                                    align.upsample, align.workers)
         aligned = status[status["status"].isin(["aligned", "fallback"])]["file"]
         conflicting = conflicting[conflicting["file"].isin(aligned)].reset_index(drop=True)
-        vectors.append(encoder((read_rgb(Path(scratch) / name) for name in conflicting["file"]),
-                               len(conflicting), "label-conflicting copies"))
-    conflicting["feature"] = np.arange(next_row, next_row + len(conflicting))
-    next_row += len(conflicting)
+        images = (cv2.cvtColor(read_bgr(Path(scratch) / name), cv2.COLOR_BGR2RGB) for name in conflicting["file"])
+        return conflicting, encoder(images, len(conflicting), "label-conflicting copies")
 
-    # (b) race-balancing copies of the validation and test faces, by the same rule as the training copies
+
+def held_out_copies(originals: pd.DataFrame, aligned_dir, augmentation: AugmentParams,
+                    encoder: HeadFeatures) -> tuple[pd.DataFrame, np.ndarray]:
+    """(b): race-balancing copies of the validation and test faces, by the same rule as the training copies."""
     held_out = originals[originals["split"] != "train"]
     planned = augment.plan(held_out[["file", *KEYS]], augmentation.race_target, 0.0, augmentation.seed)
     planned = planned[planned["purpose"] == "race"].reset_index(drop=True)
-    vectors.append(encoder(augmented_images(planned, Path(aligned_dir), augmentation), len(planned),
-                           "copies of held-out faces"))
-    planned["feature"] = np.arange(next_row, next_row + len(planned))
+    return planned, encoder(augmented_images(planned, Path(aligned_dir), augmentation), len(planned),
+                            "copies of held-out faces")
+
+
+def build_pools(features_dir, raw_dir, split_table, aligned_dir, data: DataParams, align: AlignParams,
+                augmentation: AugmentParams, batch_size: int) -> tuple[dict[str, pd.DataFrame], np.ndarray, dict]:
+    """The four protocols' tables (rows: file, labels, split, `feature` row into the returned array), and counts
+    and the heads' input for the report."""
+    cache, cached_vectors = cached_features(features_dir)
+    originals = cache[cache["variant"] == tfrecords.VARIANTS["original"]]
+    race_copies = cache[cache["variant"] == tfrecords.VARIANTS["race"]]
+
+    scanned, _ = labels.scan(raw_dir)
+    copies, conflicting = extra_copies(scanned, labels.load_table(split_table), data.seed)
+    copies = copies.assign(feature=copies["twin"].map(originals.set_index("file")["feature"]))
+    copies = copies.dropna(subset=["feature"]).astype({"feature": int})  # twins the limit left out, if any
+    info = features.read_info(features_dir)
+    encoder = HeadFeatures(info["weights"], info["head_input"], batch_size)
+    conflicting, conflicting_vectors = encode_conflicting(conflicting, raw_dir, align, encoder)
+    planned, planned_vectors = held_out_copies(originals, aligned_dir, augmentation, encoder)
+    conflicting["feature"] = len(cached_vectors) + np.arange(len(conflicting))
+    planned["feature"] = len(cached_vectors) + len(conflicting) + np.arange(len(planned))
+    vectors = np.concatenate([cached_vectors, conflicting_vectors, planned_vectors]).astype(np.float32)
 
     base = originals[["file", *KEYS, "feature"]].assign(source=originals["file"])
     with_duplicates = pd.concat([base, copies[["file", *KEYS, "feature"]].assign(source=copies["twin"]),
@@ -161,8 +172,9 @@ def build_pools(features_dir, raw_dir, split_table, aligned_dir, data: DataParam
         "both": resplit(pd.concat([with_duplicates, augmented])),
     }
     counts = {"byte_identical_copies": int(len(copies)), "label_conflicting_images": int(len(conflicting)),
-              "augmented_copies": int(len(race_copies) + len(planned))}
-    return pools, np.concatenate(vectors).astype(np.float32), counts
+              "augmented_copies": int(len(race_copies) + len(planned)),
+              "model": f"binned heads on the frozen FaceNet's {info['head_input']} features"}
+    return pools, vectors, counts
 
 
 def leaked_test_faces(pool: pd.DataFrame) -> int:

@@ -1,6 +1,6 @@
 """Stage leakage: how many test faces have a near-twin in the training split, and what they do to the metrics.
 
-Reads FEATURES_DIR (the cached FaceNet inputs, pooled features and labels), RAW_DIR and SPLIT_TABLE (for the
+Reads FEATURES_DIR (the cached FaceNet inputs, head features and labels), RAW_DIR and SPLIT_TABLE (for the
 byte-identical copies the labels stage removed), ALIGNED_DIR and each mode's REPORTS/<mode>/predictions.csv;
 writes OUT_JSON (DVC metrics: the near-twin audit, and 9-bin age under the report's protocols, see
 argml.protocols), the per-face table OUT_CSV and a contact sheet OUT_PNG. Params: leakage.*, and data, align,
@@ -38,9 +38,8 @@ def main() -> None:
     pools, vectors, counts = protocols.build_pools(args.features_dir, args.raw_dir, args.split_table,
                                                    args.aligned_dir, all_params.data, all_params.align,
                                                    all_params.augment, params.batch_size)
-    report["protocols"] = {**counts, "model": "binned heads on the frozen FaceNet's pooled features",
-                           **protocols.compare(pools, vectors, all_params.train, params.protocol_epochs,
-                                                             params.batch_size)}
+    report["protocols"] = {**counts, **protocols.compare(pools, vectors, all_params.train, params.protocol_epochs,
+                                                         params.batch_size)}
 
     with atomic_path(args.out_png) as staging:
         leakage.contact_sheet(leakage.sheet_examples(neighbours, params.examples), args.aligned_dir, staging)

@@ -200,3 +200,20 @@ def test_a_feature_cache_from_any_block_gives_the_full_models_outputs(written, f
     np.testing.assert_allclose(from_cache, whole, atol=5e-3)
     pooled = facenet.feature_model(model, "pooled").predict(images, verbose=0)
     np.testing.assert_allclose(np.load(tmp_path / "val.pooled.npy"), pooled, rtol=1e-2, atol=1e-2)
+
+
+def test_the_protocols_encode_new_faces_as_the_cache_holds_the_heads_input(written, tmp_path):
+    """With bottleneck heads, the report's protocols read the cached 512-d features and encode the faces they
+    add (label-conflicting images, copies of held-out faces) the same way."""
+    import numpy as np
+
+    from argml import facenet, features, protocols
+
+    _, records = written
+    features.cache_all(records, tmp_path, "Mixed_7a", "bottleneck", batch_size=16)
+    cached = protocols.head_arrays(tmp_path)["val"]
+    assert cached.shape[1] == 512
+    dataset = tfrecords.load_dataset(records, "val", "exact", batch_size=64, shuffle=False, with_meta=True)
+    images = np.concatenate([batch for batch, _ in dataset.as_numpy_iterator()])
+    encoder = protocols.HeadFeatures(facenet.CASIA_WEBFACE, "bottleneck", batch_size=3)
+    np.testing.assert_allclose(encoder(iter(images), len(images), "val"), cached, rtol=1e-2, atol=1e-2)
