@@ -160,7 +160,8 @@ def contact_sheet(pairs: pd.DataFrame, aligned_dir: str | Path, out_path: str | 
     aligned_dir = Path(aligned_dir)
     cells = []
     for pair in pairs.itertuples():
-        faces = [cv2.resize(_read(aligned_dir / name), (size, size)) for name in (pair.file, pair.nearest_train_file)]
+        faces = [cv2.resize(read_aligned(aligned_dir / name), (size, size))
+                 for name in (pair.file, pair.nearest_train_file)]
         caption = np.full((18, 2 * size, 3), 255, np.uint8)
         cv2.putText(caption, f"cos {pair.cosine:.3f}", (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
         cells.append(np.vstack([np.hstack(faces), caption]))
@@ -174,7 +175,8 @@ def contact_sheet(pairs: pd.DataFrame, aligned_dir: str | Path, out_path: str | 
     Path(out_path).write_bytes(png.tobytes())
 
 
-def _read(path: Path) -> np.ndarray:
+def read_aligned(path: Path) -> np.ndarray:
+    """An aligned face (BGR); a missing or unreadable one is an error, never a gap in the audit."""
     image = read_image(path)
     if image is None:
         raise FileNotFoundError(f"aligned image {path} is missing or unreadable")

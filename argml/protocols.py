@@ -27,7 +27,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from argml import augment, facenet, faces, features, labels, tfrecords
-from argml.files import read_image
+from argml.leakage import read_aligned
 from argml.config import AlignParams, AugmentParams, DataParams, TrainParams
 from argml.heads import build_heads, compile_model
 from argml.train import age_values, training_targets
@@ -89,19 +89,12 @@ class HeadFeatures:
         return np.concatenate(out) if out else np.zeros((0, self.model.output.shape[-1]), np.float32)
 
 
-def read_bgr(path: Path) -> np.ndarray:
-    bgr = read_image(path)
-    if bgr is None:
-        raise FileNotFoundError(f"aligned image {path} is missing or unreadable")
-    return bgr
-
-
 def augmented_images(planned: pd.DataFrame, aligned_dir: Path, settings: AugmentParams):
     """Each planned copy as augment.make_images makes it (same adjustment and seed), in memory, RGB. The
     JPEG round trip of the written copies is left out: it moves features less than the adjustments do."""
     for row in planned.itertuples():
-        new = augment.adjust(read_bgr(aligned_dir / row.source), row.adjustment, np.random.default_rng(row.seed),
-                             settings.max_angle, settings.noise_sigma)
+        new = augment.adjust(read_aligned(aligned_dir / row.source), row.adjustment,
+                             np.random.default_rng(row.seed), settings.max_angle, settings.noise_sigma)
         yield cv2.cvtColor(new, cv2.COLOR_BGR2RGB)
 
 
@@ -122,7 +115,7 @@ def encode_conflicting(conflicting: pd.DataFrame, raw_dir, align: AlignParams,
                                    align.upsample, align.workers)
         aligned = status[status["status"].isin(["aligned", "fallback"])]["file"]
         conflicting = conflicting[conflicting["file"].isin(aligned)].reset_index(drop=True)
-        images = (cv2.cvtColor(read_bgr(Path(scratch) / name), cv2.COLOR_BGR2RGB) for name in conflicting["file"])
+        images = (cv2.cvtColor(read_aligned(Path(scratch) / name), cv2.COLOR_BGR2RGB) for name in conflicting["file"])
         return conflicting, encoder(images, len(conflicting), "label-conflicting copies")
 
 
