@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from argml.files import read_aligned
+
 ADJUSTMENTS = ("rotate", "flip", "noise", "noise_flip")
 LABEL_COLUMNS = ["age", "gender", "race", "age_bin", "age_class"]
 COPY_PREFIX = "aug-"  # copies are named aug-<purpose>-<index>-<source file>
@@ -89,9 +91,7 @@ def make_images(planned: pd.DataFrame, aligned_dir: str | Path, out_dir: str | P
     """Write each planned image; each has its own seed, so the bytes do not depend on processing order."""
     aligned_dir, out_dir = Path(aligned_dir), Path(out_dir)
     for row in tqdm(planned.itertuples(), total=len(planned), desc="augment", unit="img", mininterval=1):
-        bgr = cv2.imread(str(aligned_dir / row.source), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise FileNotFoundError(f"aligned image {aligned_dir / row.source} is missing or unreadable")
+        bgr = read_aligned(aligned_dir / row.source)
         rng = np.random.default_rng(row.seed)
         new = adjust(bgr, row.adjustment, rng, max_angle, noise_sigma)
         if not cv2.imwrite(str(out_dir / row.file), new, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]):

@@ -126,3 +126,11 @@ def read_image(path: str | Path):
         return None  # a JPEG without its end-of-image marker: truncated
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     return image if image is not None and image.size else None
+
+
+def read_aligned(path: str | Path):
+    """An aligned face (BGR); a missing or unreadable one is an error, never a silent gap in a stage's output."""
+    image = read_image(path)
+    if image is None:
+        raise FileNotFoundError(f"aligned image {path} is missing or unreadable")
+    return image

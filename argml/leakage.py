@@ -22,7 +22,7 @@ from tqdm import tqdm
 from argml import facenet, features, tfrecords
 from argml.augment import copy_source
 from argml.classifier import TASKS
-from argml.files import read_image
+from argml.files import read_aligned
 from argml.labels import RACES
 
 LABEL_KEYS = ("age_years", "age_bin", "gender", "race")  # compared between a test face and its neighbour
@@ -175,9 +175,3 @@ def contact_sheet(pairs: pd.DataFrame, aligned_dir: str | Path, out_path: str | 
     Path(out_path).write_bytes(png.tobytes())
 
 
-def read_aligned(path: Path) -> np.ndarray:
-    """An aligned face (BGR); a missing or unreadable one is an error, never a gap in the audit."""
-    image = read_image(path)
-    if image is None:
-        raise FileNotFoundError(f"aligned image {path} is missing or unreadable")
-    return image

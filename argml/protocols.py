@@ -27,8 +27,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from argml import augment, facenet, faces, features, labels, tfrecords
-from argml.leakage import read_aligned
 from argml.config import AlignParams, AugmentParams, DataParams, TrainParams
+from argml.files import read_aligned
 from argml.heads import build_heads, compile_model
 from argml.train import age_values, training_targets
 

@@ -209,3 +209,18 @@ def test_make_images_missing_source_raises(plan_small, tmp_path):
     _, planned = plan_small
     with pytest.raises(FileNotFoundError):
         augment.make_images(planned.head(1), tmp_path / "nowhere", tmp_path, 10, 8)
+
+
+def test_make_images_refuses_a_truncated_source(aligned_sample, plan_small, tmp_path):
+    """cv2.imread would decode a JPEG cut short with a grey lower part; the stage stops instead."""
+    _, folder = aligned_sample
+    _, planned = plan_small
+    row = planned.iloc[0]
+    cut = tmp_path / "aligned"
+    cut.mkdir()
+    data = (folder / row.source).read_bytes()
+    (cut / row.source).write_bytes(data[:len(data) // 2])
+    (tmp_path / "out").mkdir()
+    with pytest.raises(FileNotFoundError, match="missing or unreadable"):
+        augment.make_images(planned.head(1), cut, tmp_path / "out", 10, 8)
+    assert not any((tmp_path / "out").iterdir())
