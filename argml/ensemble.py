@@ -1,0 +1,73 @@
+"""Measure an ensemble of trained models on a cached split: `python -m argml.ensemble MODEL_DIR MODEL_DIR ...`.
+
+Each model (a `data/models/<mode>` folder) answers the faces of `--split` from the feature cache (`--features`,
+whose block the models must start from); the ensemble averages their gender and race probabilities and
+their 9-bin age probabilities (binned: the head; exact: summed over each bin's ages), and takes the mean of
+their ages in years (each under its own read-out). Prints each model's figures and the ensemble's, on the real
+faces of the split (validation by default: choose on it, not on the test split).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from argml import age, features
+from argml.classifier import age_readout
+from argml.train import CachedBatches
+
+
+def cached_probabilities(model_dir: str | Path, split: dict, from_block: str, batch_size: int = 64) -> dict:
+    """One model's {"gender", "race", "bins", "years"} on the cached faces of `split` (features.load_split)."""
+    model_dir = Path(model_dir)
+    description = json.loads((model_dir / "model.json").read_text())
+    if description["from_block"] != from_block:
+        raise ValueError(f"{model_dir} starts from {description['from_block']}, the cache from {from_block}: "
+                         "rebuild the cache (dvc repro features) with the model's features.from_block")
+    model = keras.saving.load_model(model_dir / "model.keras", compile=False)
+    _, upper, heads = model.layers[1:]  # image -> lower -> upper features -> heads (argml.train)
+    block_input = keras.Input(tuple(description["lower_shape"]))
+    cached_model = keras.Model(block_input, heads(upper(block_input)))
+    outputs = cached_model.predict(CachedBatches(split["lower"], split["index"], split["targets"], batch_size,
+                                                 False), verbose=0)
+    age_probabilities = np.asarray(outputs["age"], dtype=np.float64)
+    bins = age_probabilities if description["mode"] == "binned" else age.exact_to_bins(age_probabilities)
+    return {"gender": np.asarray(outputs["gender"]), "race": np.asarray(outputs["race"]), "bins": bins,
+            "years": age_readout(age_probabilities, description)[1]}
+
+
+def averaged(answers: list[dict]) -> dict:
+    return {key: np.mean([answer[key] for answer in answers], axis=0) for key in answers[0]}
+
+
+def figures(answer: dict, labels: dict) -> dict[str, float]:
+    """Accuracies in %, MAE in years and CS@5 in %, with the 9-bin label the arg-max of the bin probabilities."""
+    error = np.abs(answer["years"] - labels["age_years"])
+    return {"gender": 100 * float((answer["gender"].argmax(1) == labels["gender"]).mean()),
+            "race": 100 * float((answer["race"].argmax(1) == labels["race"]).mean()),
+            "9-bin age": 100 * float((answer["bins"].argmax(1) == labels["age_bin"]).mean()),
+            "MAE": float(error.mean()), "CS@5": 100 * float((error <= 5).mean())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", help="trained model folders, e.g. data/models/binned")
+    parser.add_argument("--features", default="data/features", help="the feature cache (stage features)")
+    parser.add_argument("--split", default="val", choices=("val", "test"))
+    args = parser.parse_args()
+    from_block = features.read_info(args.features)["from_block"]
+    split = features.load_split(args.features, args.split, "binned")  # real faces: no balancing copies
+    answers = {folder: cached_probabilities(folder, split, from_block) for folder in args.models}
+    if len(answers) > 1:
+        answers["ensemble (mean)"] = averaged(list(answers.values()))
+    print(f"{args.split} split, {len(split['index'])} faces")
+    for name, answer in answers.items():
+        print(f"{name}: " + ", ".join(f"{key} {value:.2f}" for key, value in figures(answer, split["labels"]).items()))
+
+
+if __name__ == "__main__":
+    main()

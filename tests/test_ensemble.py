@@ -1,0 +1,47 @@
+"""argml.ensemble on the session's pipeline run (conftest.pipeline_repo): real models, real cached faces."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from argml import ensemble, features
+
+pytestmark = pytest.mark.slow
+MODES = ("binned", "exact")
+
+
+def test_each_model_gets_the_validation_figures_its_training_recorded(pipeline_repo):
+    copy, _, _ = pipeline_repo
+    cache = copy / "data" / "features"
+    split = features.load_split(cache, "val", "binned")
+    for mode in MODES:
+        answer = ensemble.cached_probabilities(copy / "data" / "models" / mode, split,
+                                               features.read_info(cache)["from_block"])
+        recorded = json.loads((copy / "reports" / mode / "validation.json").read_text())["metrics"]
+        measured = ensemble.figures(answer, split["labels"])
+        for name, key in (("gender", "gender.accuracy"), ("race", "race.accuracy"), ("CS@5", "age.cs5")):
+            assert measured[name] == pytest.approx(100 * recorded[key], abs=0.01), (mode, name)
+        assert measured["MAE"] == pytest.approx(recorded["age.mae"], abs=1e-3), mode
+        np.testing.assert_allclose(answer["bins"].sum(axis=1), 1, atol=1e-4)
+
+
+def test_the_ensemble_is_the_mean_of_its_models(pipeline_repo):
+    copy, _, _ = pipeline_repo
+    cache = copy / "data" / "features"
+    split = features.load_split(cache, "val", "binned")
+    from_block = features.read_info(cache)["from_block"]
+    answers = [ensemble.cached_probabilities(copy / "data" / "models" / mode, split, from_block) for mode in MODES]
+    both = ensemble.averaged(answers)
+    for key in ("gender", "race", "bins", "years"):
+        np.testing.assert_allclose(both[key], (answers[0][key] + answers[1][key]) / 2)
+    assert answers[0]["bins"].shape == answers[1]["bins"].shape == (len(split["index"]), 9)
+
+
+def test_a_model_from_another_block_is_refused(pipeline_repo):
+    copy, _, _ = pipeline_repo
+    split = features.load_split(copy / "data" / "features", "val", "binned")
+    with pytest.raises(ValueError, match="rebuild the cache"):
+        ensemble.cached_probabilities(copy / "data" / "models" / "binned", split, "Repeat_1.block17_9")
