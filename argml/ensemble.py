@@ -66,7 +66,8 @@ def main() -> None:
         answers["ensemble (mean)"] = averaged(list(answers.values()))
     print(f"{args.split} split, {len(split['index'])} faces")
     for name, answer in answers.items():
-        print(f"{name}: " + ", ".join(f"{key} {value:.2f}" for key, value in figures(answer, split["labels"]).items()))
+        measured = figures(answer, split["labels"])
+        print(f"{name}: " + ", ".join(f"{key} {value:.2f}" for key, value in measured.items()))
 
 
 if __name__ == "__main__":

@@ -173,5 +173,3 @@ def contact_sheet(pairs: pd.DataFrame, aligned_dir: str | Path, out_path: str | 
     if not encoded:
         raise OSError(f"could not encode the contact sheet {out_path}")
     Path(out_path).write_bytes(png.tobytes())
-
-
