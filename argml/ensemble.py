@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import keras
@@ -53,22 +54,32 @@ def figures(answer: dict, labels: dict) -> dict[str, float]:
             "MAE": float(error.mean()), "CS@5": 100 * float((error <= 5).mean())}
 
 
-def main() -> None:
+def measure(model_dirs: list[str], features_dir: str, split_name: str) -> tuple[int, dict[str, dict]]:
+    """(faces, {model folder or "ensemble (mean)": figures}) on the real faces of a cached split."""
+    from_block = features.read_info(features_dir)["from_block"]
+    split = features.load_split(features_dir, split_name, "binned")  # real faces: no balancing copies
+    answers = {folder: cached_probabilities(folder, split, from_block) for folder in model_dirs}
+    if len(answers) > 1:
+        answers["ensemble (mean)"] = averaged(list(answers.values()))
+    return len(split["index"]), {name: figures(answer, split["labels"]) for name, answer in answers.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="trained model folders, e.g. data/models/binned")
     parser.add_argument("--features", default="data/features", help="the feature cache (stage features)")
     parser.add_argument("--split", default="val", choices=("val", "test"))
-    args = parser.parse_args()
-    from_block = features.read_info(args.features)["from_block"]
-    split = features.load_split(args.features, args.split, "binned")  # real faces: no balancing copies
-    answers = {folder: cached_probabilities(folder, split, from_block) for folder in args.models}
-    if len(answers) > 1:
-        answers["ensemble (mean)"] = averaged(list(answers.values()))
-    print(f"{args.split} split, {len(split['index'])} faces")
-    for name, answer in answers.items():
-        measured = figures(answer, split["labels"])
-        print(f"{name}: " + ", ".join(f"{key} {value:.2f}" for key, value in measured.items()))
+    args = parser.parse_args(argv)
+    try:
+        faces, measured = measure(args.models, args.features, args.split)
+    except (OSError, ValueError) as error:
+        print(f"ensemble: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.split} split, {faces} faces")
+    for name, values in measured.items():
+        print(f"{name}: " + ", ".join(f"{key} {value:.2f}" for key, value in values.items()))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

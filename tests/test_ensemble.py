@@ -45,3 +45,11 @@ def test_a_model_from_another_block_is_refused(pipeline_repo):
     split = features.load_split(copy / "data" / "features", "val", "binned")
     with pytest.raises(ValueError, match="rebuild the cache"):
         ensemble.cached_probabilities(copy / "data" / "models" / "binned", split, "Repeat_1.block17_9")
+
+
+def test_a_missing_cache_or_model_is_a_clear_error(pipeline_repo, tmp_path, capsys):
+    copy, _, _ = pipeline_repo
+    assert ensemble.main([str(copy / "data" / "models" / "binned"), "--features", str(tmp_path)]) == 2
+    assert "run `dvc repro features` first" in capsys.readouterr().err
+    assert ensemble.main([str(tmp_path / "no-model"), "--features", str(copy / "data" / "features")]) == 2
+    assert "no-model" in capsys.readouterr().err
