@@ -10,7 +10,6 @@ faces of the split (validation by default: choose on it, not on the test split).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -18,19 +17,18 @@ import keras
 import numpy as np
 
 from argml import age, features
-from argml.classifier import age_readout
+from argml.classifier import Classifier, age_readout
 from argml.train import CachedBatches
 
 
 def cached_probabilities(model_dir: str | Path, split: dict, from_block: str, batch_size: int = 64) -> dict:
     """One model's {"gender", "race", "bins", "years"} on the cached faces of `split` (features.load_split)."""
-    model_dir = Path(model_dir)
-    description = json.loads((model_dir / "model.json").read_text())
+    classifier = Classifier(Path(model_dir) / "model.keras")
+    description = classifier.description
     if description["from_block"] != from_block:
         raise ValueError(f"{model_dir} starts from {description['from_block']}, the cache from {from_block}: "
                          "rebuild the cache (dvc repro features) with the model's features.from_block")
-    model = keras.saving.load_model(model_dir / "model.keras", compile=False)
-    _, upper, heads = model.layers[1:]  # image -> lower -> upper features -> heads (argml.train)
+    _, upper, heads = classifier.model.layers[1:]  # image -> lower -> upper features -> heads (argml.train)
     block_input = keras.Input(tuple(description["lower_shape"]))
     cached_model = keras.Model(block_input, heads(upper(block_input)))
     outputs = cached_model.predict(CachedBatches(split["lower"], split["index"], split["targets"], batch_size,
