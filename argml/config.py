@@ -57,6 +57,7 @@ class FeaturesParams:
     head_input: str = "pooled"  # what the heads read: pooled (1792-d) or bottleneck (512-d, before L2)
     weights: str = "casia-webface"  # or the path of facenet-pytorch's 20180402-114759-vggface2.pt
     batch_size: int = 64
+    mirror_train: bool = False  # also cache every training image mirrored, for fine-tuning to pick at random
 
 
 @dataclasses.dataclass(frozen=True)

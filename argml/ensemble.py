@@ -18,7 +18,7 @@ import numpy as np
 
 from argml import age, features
 from argml.classifier import Classifier, age_readout
-from argml.train import CachedBatches
+from argml.train import predict_cached
 
 
 def cached_probabilities(model_dir: str | Path, split: dict, from_block: str, batch_size: int = 64) -> dict:
@@ -31,8 +31,7 @@ def cached_probabilities(model_dir: str | Path, split: dict, from_block: str, ba
     _, upper, heads = classifier.model.layers[1:]  # image -> lower -> upper features -> heads (argml.train)
     block_input = keras.Input(tuple(description["lower_shape"]))
     cached_model = keras.Model(block_input, heads(upper(block_input)))
-    outputs = cached_model.predict(CachedBatches(split["lower"], split["index"], split["targets"], batch_size,
-                                                 False), verbose=0)
+    outputs = predict_cached(cached_model, split, batch_size)
     age_probabilities = np.asarray(outputs["age"], dtype=np.float64)
     bins = age_probabilities if description["mode"] == "binned" else age.exact_to_bins(age_probabilities)
     return {"gender": np.asarray(outputs["gender"]), "race": np.asarray(outputs["race"]), "bins": bins,
@@ -54,9 +53,9 @@ def figures(answer: dict, labels: dict) -> dict[str, float]:
 
 def measure(model_dirs: list[str], features_dir: str, split_name: str) -> tuple[int, dict[str, dict]]:
     """(faces, {model folder or "ensemble (mean)": figures}) on the real faces of a cached split."""
-    from_block = features.read_info(features_dir)["from_block"]
-    split = features.load_split(features_dir, split_name, "binned")  # real faces: no balancing copies
-    answers = {folder: cached_probabilities(folder, split, from_block) for folder in model_dirs}
+    info = features.read_info(features_dir)
+    split = features.load_split(features_dir, split_name, "binned", info)  # real faces: no balancing copies
+    answers = {folder: cached_probabilities(folder, split, info["from_block"]) for folder in model_dirs}
     if len(answers) > 1:
         answers["ensemble (mean)"] = averaged(list(answers.values()))
     return len(split["index"]), {name: figures(answer, split["labels"]) for name, answer in answers.items()}

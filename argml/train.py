@@ -29,17 +29,24 @@ from argml.labels import TASK_CLASSES
 
 
 class CachedBatches(keras.utils.PyDataset):
-    """Batches of cached block inputs (memory-mapped float16) and their targets, reshuffled every epoch."""
+    """Batches of cached block inputs (memory-mapped float16) and their targets, reshuffled every epoch.
+
+    With `mirrored` (the same rows' inputs from mirrored images), each example of an epoch is read from the
+    original or the mirror, drawn at random per epoch: mirror-flip augmentation without running the frozen
+    layers again."""
 
     def __init__(self, arrays: np.ndarray, rows: np.ndarray, targets: dict[str, np.ndarray], batch_size: int,
-                 shuffle: bool, seed: int = 0, drop_remainder: bool = False):
+                 shuffle: bool, seed: int = 0, drop_remainder: bool = False, mirrored: np.ndarray | None = None):
         super().__init__()
-        self.arrays, self.rows, self.targets = arrays, rows, targets
+        self.arrays, self.rows, self.targets, self.mirrored = arrays, rows, targets, mirrored
         self.batch_size, self.shuffle, self.drop_remainder = batch_size, shuffle, drop_remainder
         if drop_remainder and len(rows) < batch_size:
             raise ValueError(f"{len(rows)} examples make no full batch of {batch_size}: lower train.batch_size")
+        if mirrored is not None and not shuffle:
+            raise ValueError("mirrored inputs are a training augmentation: they need shuffle=True")
         self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(rows)) if shuffle else np.arange(len(rows))
+        self.order = np.arange(len(rows))
+        self.on_epoch_end()
 
     def __len__(self) -> int:
         if self.drop_remainder:
@@ -49,11 +56,24 @@ class CachedBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         picked = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])  # sorted: fast mmap
         inputs = self.arrays[self.rows[picked]].astype(np.float32)
+        if self.mirrored is not None:
+            flip = self.flip[picked]
+            inputs[flip] = self.mirrored[self.rows[picked[flip]]]
         return inputs, {task: values[picked] for task, values in self.targets.items()}
 
     def on_epoch_end(self):
         if self.shuffle:
             self.order = self.rng.permutation(len(self.rows))
+            if self.mirrored is not None:
+                self.flip = self.rng.random(len(self.rows)) < 0.5
+
+
+def predict_cached(model: keras.Model, split: dict, batch_size: int) -> dict[str, np.ndarray]:
+    """A model from the cached block on (block inputs -> class probabilities), over a split's cached rows in
+    order (features.load_split): {task: probabilities}."""
+    outputs = model.predict(CachedBatches(split["lower"], split["index"], split["targets"], batch_size, False),
+                            verbose=0)
+    return {task: np.asarray(outputs[task]) for task in TASKS}
 
 
 def _callbacks(phase: str, checkpoint_dir: Path, log_dir: Path, patience: int, first_step: int,
@@ -135,9 +155,7 @@ def finetune_rate(settings: TrainParams, steps_per_epoch: int):
 def validation_report(model: keras.Model, split: dict, description: dict, batch_size: int) -> dict:
     """The age read-out that does best on the validation split (argml.age.choose_readout), and the validation
     metrics under it, computed as evaluate computes the test metrics: {"readout", "metrics"}."""
-    outputs = model.predict(CachedBatches(split["lower"], split["index"], split["targets"], batch_size, False),
-                            verbose=0)
-    probabilities = {task: np.asarray(outputs[task]) for task in TASKS}
+    probabilities = predict_cached(model, split, batch_size)
     labels = split["labels"]
     readout = choose_readout(probabilities["age"], labels["age_years"], description["mode"],
                              description["age_values"])
@@ -179,8 +197,8 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: 
     keras.utils.set_random_seed(settings.seed)
     lr_factors, loss_weights = dataclasses.asdict(settings.lr_factors), dataclasses.asdict(settings.loss_weights)
     info = features.read_info(features_dir)
-    train_split = features.load_split(features_dir, "train", mode)
-    val_split = features.load_split(features_dir, "val", mode)
+    train_split = features.load_split(features_dir, "train", mode, info)
+    val_split = features.load_split(features_dir, "val", mode, info)
     print(f"train[{mode}]: {len(train_split['index'])} training, {len(val_split['index'])} validation examples")
     values = age_values(train_split["labels"], mode)
     for split in (train_split, val_split):
@@ -189,7 +207,7 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: 
 
     # Under MirroredStrategy an uneven last training batch fails (its replicas' gradients differ in shape):
     # full training batches only.
-    mirrored = settings.distribute == "mirrored"
+    replicated = settings.distribute == "mirrored"
     with distribution_scope(settings.distribute):  # variables made here are mirrored when asked
         # Phase 1: heads on the frozen backbone's cached features.
         heads = build_heads(train_split["head"].shape[1], mode, settings.hidden_units, settings.hidden_activation,
@@ -204,7 +222,7 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: 
             print(f"train[{mode}]: resuming; the heads phase finished before ({heads_done})")
         else:
             compile_model(heads_model, settings.head_lr, lr_factors, loss_weights, **targets)
-            if mirrored:
+            if replicated:
                 head_batches = lambda split, shuffle: CachedBatches(  # noqa: E731
                     split["head"], np.arange(len(split["head"])), split["targets"], settings.batch_size, shuffle,
                     settings.seed, drop_remainder=shuffle)  # training batches only
@@ -229,7 +247,8 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: 
         if settings.finetune_epochs > 0:
             make = lambda split, shuffle: CachedBatches(split["lower"], split["index"], split["targets"],  # noqa: E731
                                                         settings.batch_size, shuffle, settings.seed,
-                                                        drop_remainder=mirrored and shuffle)
+                                                        drop_remainder=replicated and shuffle,
+                                                        mirrored=split["mirrored"] if shuffle else None)
             train_batches = make(train_split, True)
             compile_model(finetune_model, finetune_rate(settings, len(train_batches)), lr_factors, loss_weights,
                           **targets)

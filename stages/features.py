@@ -1,7 +1,7 @@
 """Stage features: run FaceNet's frozen layers over every example once and cache what training needs.
 
 Reads TFRECORDS_DIR; writes OUT_DIR (per split: the fine-tuning block's inputs, the heads' input features,
-labels; info.json). Params: features.* (from_block, head_input, weights, batch_size).
+labels; info.json). Params: features.* (from_block, head_input, weights, batch_size, mirror_train).
 """
 
 import argparse
@@ -23,7 +23,7 @@ def main() -> None:
     start = time.perf_counter()
     with atomic_dir(args.out_dir) as staging:
         info = features.cache_all(args.tfrecords_dir, staging, params.from_block, params.head_input,
-                                  params.weights, params.batch_size)
+                                  params.weights, params.batch_size, params.mirror_train)
     seconds = time.perf_counter() - start
     total = sum(info["examples"].values())
     print(f"features: {total} examples cached at {params.from_block} in {seconds:.0f} s ({total / seconds:.1f} img/s)")
