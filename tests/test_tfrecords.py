@@ -217,3 +217,65 @@ def test_the_protocols_encode_new_faces_as_the_cache_holds_the_heads_input(writt
     images = np.concatenate([batch for batch, _ in dataset.as_numpy_iterator()])
     encoder = protocols.HeadFeatures(facenet.CASIA_WEBFACE, "bottleneck", batch_size=3)
     np.testing.assert_allclose(encoder(iter(images), len(images), "val"), cached, rtol=1e-2, atol=1e-2)
+
+
+@pytest.fixture(scope="module")
+def mirrored_cache(written, tmp_path_factory):
+    from argml import features
+
+    _, records = written
+    out = tmp_path_factory.mktemp("mirrored_cache")
+    info = features.cache_all(records, out, "Mixed_7a", "pooled", batch_size=16, mirror_train=True)
+    return info, out
+
+
+def test_the_mirrored_cache_holds_the_block_inputs_of_the_mirrored_training_images(written, mirrored_cache):
+    """features.mirror_train: the training split's images, mirrored, run through FaceNet's frozen layers in the
+    same pass; the held-out splits get no mirror."""
+    import numpy as np
+
+    from argml import facenet, features
+
+    _, records = written
+    info, cache = mirrored_cache
+    assert info["mirror_train"] is True
+    assert sorted(path.name for path in cache.glob("*.mirrored.lower.npy")) == ["train.mirrored.lower.npy"]
+    mirrored, original = np.load(cache / "train.mirrored.lower.npy"), np.load(cache / "train.lower.npy")
+    assert mirrored.shape == original.shape and mirrored.dtype == np.float16
+    dataset = tfrecords.load_dataset(records, "train", "exact", batch_size=64, shuffle=False, with_meta=True)
+    images = np.concatenate([batch for batch, _ in dataset.as_numpy_iterator()])
+    lower, _ = facenet.split(facenet.load_facenet(), "Mixed_7a")
+    expected = lower.predict(images[:, :, ::-1], verbose=0)
+    np.testing.assert_allclose(mirrored.astype(np.float32), expected, rtol=1e-2, atol=1e-2)
+    assert np.abs(mirrored.astype(np.float32) - original).mean() > 10 * np.abs(mirrored - expected).mean()
+    assert features.load_split(cache, "train", "binned")["mirrored"] is not None
+    assert features.load_split(cache, "val", "binned")["mirrored"] is None
+
+
+def test_training_batches_read_each_example_once_per_epoch_from_its_original_or_its_mirror(mirrored_cache):
+    import numpy as np
+
+    from argml import features
+    from argml.train import CachedBatches
+
+    _, cache = mirrored_cache
+    split = features.load_split(cache, "train", "exact")
+    batches = CachedBatches(split["lower"], split["index"], split["targets"], 8, shuffle=True,
+                            mirrored=split["mirrored"])
+    flips = []
+    for _ in range(2):
+        inputs = np.concatenate([batches[i][0] for i in range(len(batches))])
+        races = np.concatenate([batches[i][1]["race"] for i in range(len(batches))])
+        positions = batches.order
+        rows = np.concatenate([np.sort(positions[start:start + 8]) for start in range(0, len(positions), 8)])
+        from_original = (inputs == split["lower"][split["index"][rows]]).all(axis=(1, 2, 3))
+        from_mirror = (inputs == split["mirrored"][split["index"][rows]]).all(axis=(1, 2, 3))
+        assert (from_original ^ from_mirror).all()  # exactly one of the two, for every example
+        assert sorted(rows) == list(range(len(split["index"])))  # every example once
+        np.testing.assert_array_equal(races, split["targets"]["race"][rows])
+        assert 0 < from_mirror.sum() < len(rows)
+        flips.append(from_mirror[np.argsort(rows)])
+        batches.on_epoch_end()
+    assert (flips[0] != flips[1]).any()  # drawn again every epoch
+    with pytest.raises(ValueError, match="shuffle"):
+        CachedBatches(split["lower"], split["index"], split["targets"], 8, shuffle=False, mirrored=split["mirrored"])
