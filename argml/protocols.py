@@ -49,9 +49,10 @@ def cached_pool(features_dir: str | Path) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def head_arrays(features_dir: str | Path) -> dict[str, np.ndarray]:
-    """Each split's cached head features (features.head_input: pooled or bottleneck)."""
-    head_input = features.read_info(features_dir)["head_input"]
+def head_arrays(features_dir: str | Path, head_input: str | None = None) -> dict[str, np.ndarray]:
+    """Each split's cached head features (features.head_input: pooled or bottleneck; read from the cache's
+    info.json unless given)."""
+    head_input = head_input or features.read_info(features_dir)["head_input"]
     return {split: np.load(Path(features_dir) / f"{split}.{head_input}.npy") for split in labels.SPLITS}
 
 
@@ -98,10 +99,10 @@ def augmented_images(planned: pd.DataFrame, aligned_dir: Path, settings: Augment
         yield cv2.cvtColor(new, cv2.COLOR_BGR2RGB)
 
 
-def cached_features(features_dir) -> tuple[pd.DataFrame, np.ndarray]:
+def cached_features(features_dir, head_input: str) -> tuple[pd.DataFrame, np.ndarray]:
     """cached_pool with a `feature` column: its row in the returned array of every split's head features."""
     cache = cached_pool(features_dir)
-    arrays = head_arrays(features_dir)
+    arrays = head_arrays(features_dir, head_input)
     offsets = np.cumsum([0] + [len(arrays[split]) for split in labels.SPLITS])
     cache["feature"] = cache["row"] + cache["split"].map(dict(zip(labels.SPLITS, offsets[:-1])))
     return cache, np.concatenate([arrays[split] for split in labels.SPLITS])
@@ -133,7 +134,8 @@ def build_pools(features_dir, raw_dir, split_table, aligned_dir, data: DataParam
                 augmentation: AugmentParams, batch_size: int) -> tuple[dict[str, pd.DataFrame], np.ndarray, dict]:
     """The four protocols' tables (rows: file, labels, split, `feature` row into the returned array), and counts
     and the heads' input for the report."""
-    cache, cached_vectors = cached_features(features_dir)
+    info = features.read_info(features_dir)
+    cache, cached_vectors = cached_features(features_dir, info["head_input"])
     originals = cache[cache["variant"] == tfrecords.VARIANTS["original"]]
     race_copies = cache[cache["variant"] == tfrecords.VARIANTS["race"]]
 
@@ -141,7 +143,6 @@ def build_pools(features_dir, raw_dir, split_table, aligned_dir, data: DataParam
     copies, conflicting = extra_copies(scanned, labels.load_table(split_table), data.seed)
     copies = copies.assign(feature=copies["twin"].map(originals.set_index("file")["feature"]))
     copies = copies.dropna(subset=["feature"]).astype({"feature": int})  # twins the limit left out, if any
-    info = features.read_info(features_dir)
     encoder = HeadFeatures(info["weights"], info["head_input"], batch_size)
     conflicting, conflicting_vectors = encode_conflicting(conflicting, raw_dir, align, encoder)
     planned, planned_vectors = held_out_copies(originals, aligned_dir, augmentation, encoder)
