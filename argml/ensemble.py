@@ -34,7 +34,7 @@ def cached_probabilities(model_dir: str | Path, split: dict, from_block: str, ba
     outputs = predict_cached(cached_model, split, batch_size)
     age_probabilities = np.asarray(outputs["age"], dtype=np.float64)
     bins = age_probabilities if description["mode"] == "binned" else age.exact_to_bins(age_probabilities)
-    return {"gender": np.asarray(outputs["gender"]), "race": np.asarray(outputs["race"]), "bins": bins,
+    return {"gender": outputs["gender"], "race": outputs["race"], "bins": bins,
             "years": age_readout(age_probabilities, description)[1]}
 
 

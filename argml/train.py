@@ -55,10 +55,14 @@ class CachedBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         picked = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])  # sorted: fast mmap
-        inputs = self.arrays[self.rows[picked]].astype(np.float32)
-        if self.mirrored is not None:
+        rows = self.rows[picked]
+        if self.mirrored is None:
+            inputs = self.arrays[rows].astype(np.float32)
+        else:  # each row from one of the two arrays only
             flip = self.flip[picked]
-            inputs[flip] = self.mirrored[self.rows[picked[flip]]]
+            inputs = np.empty((len(rows), *self.arrays.shape[1:]), np.float32)
+            inputs[~flip] = self.arrays[rows[~flip]]
+            inputs[flip] = self.mirrored[rows[flip]]
         return inputs, {task: values[picked] for task, values in self.targets.items()}
 
     def on_epoch_end(self):
@@ -248,7 +252,7 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: 
             make = lambda split, shuffle: CachedBatches(split["lower"], split["index"], split["targets"],  # noqa: E731
                                                         settings.batch_size, shuffle, settings.seed,
                                                         drop_remainder=replicated and shuffle,
-                                                        mirrored=split["mirrored"] if shuffle else None)
+                                                        mirrored=split["mirrored"])  # None but in training
             train_batches = make(train_split, True)
             compile_model(finetune_model, finetune_rate(settings, len(train_batches)), lr_factors, loss_weights,
                           **targets)
