@@ -166,12 +166,3 @@ def test_check_params_knows_facenet_blocks_and_weights(tmp_path):
         check_params(write(tmp_path, {"features": {"from_block": "Mixed_9z"}}))
     with pytest.raises(ValueError, match="features.weights"):
         check_params(write(tmp_path, {"features": {"weights": str(tmp_path / "missing.pt")}}))
-
-
-@pytest.mark.parametrize("preset", sorted((REPO / "presets").glob("*.yaml")), ids=lambda path: path.name)
-def test_every_preset_sets_every_key_of_params_yaml_and_is_valid(preset):
-    """`cp presets/X.yaml params.yaml && dvc repro` needs every section dvc.yaml reads; a preset that lags
-    behind params.yaml fails there, so it must have the same keys, and pass the params stage's checks."""
-    assert sorted(dotted(yaml.safe_load(preset.read_text()))) == sorted(
-        dotted(yaml.safe_load((REPO / "params.yaml").read_text())))
-    check_params(preset)
