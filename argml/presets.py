@@ -76,7 +76,8 @@ def apply(preset_path: str | Path, params_path: str | Path = "params.yaml") -> d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m argml.presets", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("preset", help="a preset YAML, e.g. presets/gpu.yaml")
     parser.add_argument("--params", default="params.yaml", help="the params file to change (default: %(default)s)")
     parser.add_argument("--dry-run", action="store_true", help="list what would change; write nothing")
