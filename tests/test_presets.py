@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,16 @@ def test_a_key_params_yaml_lacks_or_a_bad_value_leaves_params_yaml_untouched(tmp
         apply(out_of_range, params_copy)
     assert params_copy.read_text() == original
     assert sorted(path.name for path in params_copy.parent.iterdir()) == ["bad.yaml", "params.yaml", "typo.yaml"]
+
+
+def test_the_command_lists_the_changes_and_a_dry_run_writes_nothing(params_copy):
+    original = params_copy.read_text()
+    command = [sys.executable, "-m", "argml.presets", str(REPO / "presets" / "gpu.yaml"), "--params", str(params_copy)]
+    dry = subprocess.run([*command, "--dry-run"], capture_output=True, text=True, cwd=REPO, check=True)
+    assert "would change" in dry.stdout and "features.from_block: Mixed_7a -> Mixed_6a" in dry.stdout
+    assert params_copy.read_text() == original
+    applied = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=True)
+    assert "changed" in applied.stdout and params_copy.read_text() != original
+    missing = subprocess.run([*command[:3], str(params_copy.parent / "none.yaml"), *command[4:]],
+                             capture_output=True, text=True, cwd=REPO)
+    assert missing.returncode != 0 and "was not changed" in missing.stderr
