@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from argml.config import Params, check_params, flatten, load_params
+from argml.config import Params, flatten, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 
