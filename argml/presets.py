@@ -40,27 +40,31 @@ def dotted(tree: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
-def changes(preset_path: str | Path, params_path: str | Path = "params.yaml") -> dict[str, tuple]:
-    """{dotted key: (value in params.yaml, value in the preset)} for the keys the preset sets to a new value.
-
-    ValueError if the preset is not a mapping or sets a key that params.yaml does not have."""
+def _plan(preset_path: str | Path, params_path: str | Path) -> tuple[dict, dict[str, tuple]]:
+    """params.yaml as a round-trip tree, and what the preset changes in it (see `changes`)."""
     preset = _round_trip().load(Path(preset_path).read_text())
     if not isinstance(preset, dict) or not preset:
         raise ValueError(f"preset {preset_path}: expected a mapping of sections, got {preset!r}")
-    current = dotted(_round_trip().load(Path(params_path).read_text()))
+    params = _round_trip().load(Path(params_path).read_text())
+    current = dotted(params)
     wanted = dotted(preset)
     unknown = sorted(set(wanted) - set(current))
     if unknown:
         raise ValueError(f"preset {preset_path}: {', '.join(unknown)} not in {params_path}")
-    return {key: (current[key], value) for key, value in wanted.items() if current[key] != value}
+    return params, {key: (current[key], value) for key, value in wanted.items() if current[key] != value}
+
+
+def changes(preset_path: str | Path, params_path: str | Path = "params.yaml") -> dict[str, tuple]:
+    """{dotted key: (value in params.yaml, value in the preset)} for the keys the preset sets to a new value.
+
+    ValueError if the preset is not a mapping or sets a key that params.yaml does not have."""
+    return _plan(preset_path, params_path)[1]
 
 
 def apply(preset_path: str | Path, params_path: str | Path = "params.yaml") -> dict[str, tuple]:
     """Write the preset's values into params.yaml (atomically, after check_params passed on the result);
     returns what changed, as `changes` does."""
-    changed = changes(preset_path, params_path)
-    yaml = _round_trip()
-    params = yaml.load(Path(params_path).read_text())
+    params, changed = _plan(preset_path, params_path)
     for key, (_, value) in changed.items():
         *sections, name = key.split(".")
         section = params
@@ -68,7 +72,7 @@ def apply(preset_path: str | Path, params_path: str | Path = "params.yaml") -> d
             section = section[part]
         section[name] = value
     text = io.StringIO()
-    yaml.dump(params, text)
+    _round_trip().dump(params, text)
     with atomic_path(params_path) as staging:
         staging.write_text(text.getvalue())
         check_params(staging)  # raises before params.yaml is replaced
