@@ -5,6 +5,10 @@ whose block the models must start from); the ensemble averages their gender and 
 their 9-bin age probabilities (binned: the head; exact: summed over each bin's ages), and takes the mean of
 their ages in years (each under its own read-out). Prints each model's figures and the ensemble's, on the real
 faces of the split (validation by default: choose on it, not on the test split).
+
+With `--flip` (test-time flip averaging, measured here, not used by the entry points), each model also answers
+the split's mirrored faces, whose block inputs the frozen layers compute from the TFRecords (`--tfrecords`), and
+its flipped answer is the mean of the two passes' probabilities, read out as before.
 """
 
 from __future__ import annotations
@@ -16,13 +20,33 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from argml import age, features
-from argml.classifier import Classifier, age_readout
+from tqdm import tqdm
+
+from argml import age, features, tfrecords
+from argml.classifier import TASKS, Classifier, age_readout
 from argml.train import predict_cached
 
 
-def cached_probabilities(model_dir: str | Path, split: dict, from_block: str, batch_size: int = 64) -> dict:
-    """One model's {"gender", "race", "bins", "years"} on the cached faces of `split` (features.load_split)."""
+def mirrored_block_inputs(model_dir: str | Path, tfrecords_dir: str | Path, split_name: str,
+                          batch_size: int = 64) -> np.ndarray:
+    """The block inputs of a split's images mirrored, computed by the model's frozen layers, in the feature
+    cache's row order (every variant, as argml.features caches them): a drop-in for the split's "lower"."""
+    lower = Classifier(Path(model_dir) / "model.keras").model.layers[1]  # image -> lower -> ... (argml.train)
+    dataset = tfrecords.load_dataset(tfrecords_dir, split_name, mode="exact", batch_size=batch_size,
+                                     shuffle=False)
+    total = tfrecords.count(tfrecords_dir, split_name, mode="exact")
+    batches = []
+    with tqdm(total=total, desc=f"mirrored {split_name}", unit="img", mininterval=2) as progress:
+        for images, _ in dataset.as_numpy_iterator():
+            batches.append(np.asarray(lower.predict_on_batch(images[:, :, ::-1]), np.float16))  # NHWC: width
+            progress.update(len(images))
+    return np.concatenate(batches)
+
+
+def cached_probabilities(model_dir: str | Path, split: dict, from_block: str, batch_size: int = 64,
+                         mirrored: np.ndarray | None = None) -> dict:
+    """One model's {"gender", "race", "bins", "years"} on the cached faces of `split` (features.load_split);
+    with `mirrored` (mirrored_block_inputs), from the mean of the plain and the mirrored passes."""
     classifier = Classifier(Path(model_dir) / "model.keras")
     description = classifier.description
     if description["from_block"] != from_block:
@@ -32,6 +56,9 @@ def cached_probabilities(model_dir: str | Path, split: dict, from_block: str, ba
     block_input = keras.Input(tuple(description["lower_shape"]))
     cached_model = keras.Model(block_input, heads(upper(block_input)))
     outputs = predict_cached(cached_model, split, batch_size)
+    if mirrored is not None:
+        flipped = predict_cached(cached_model, {**split, "lower": mirrored}, batch_size)
+        outputs = {task: (outputs[task] + flipped[task]) / 2 for task in TASKS}
     age_probabilities = np.asarray(outputs["age"], dtype=np.float64)
     bins = age_probabilities if description["mode"] == "binned" else age.exact_to_bins(age_probabilities)
     return {"gender": outputs["gender"], "race": outputs["race"], "bins": bins,
@@ -51,13 +78,25 @@ def figures(answer: dict, labels: dict) -> dict[str, float]:
             "MAE": float(error.mean()), "CS@5": 100 * float((error <= 5).mean())}
 
 
-def measure(model_dirs: list[str], features_dir: str, split_name: str) -> tuple[int, dict[str, dict]]:
-    """(faces, {model folder or "ensemble (mean)": figures}) on the real faces of a cached split."""
+def measure(model_dirs: list[str], features_dir: str, split_name: str,
+            tfrecords_dir: str | None = None) -> tuple[int, dict[str, dict]]:
+    """(faces, {model folder or "ensemble (mean)": figures}) on the real faces of a cached split; with
+    `tfrecords_dir`, also each model's and the ensemble's flip-averaged figures ("... + flip")."""
     info = features.read_info(features_dir)
     split = features.load_split(features_dir, split_name, "binned", info)  # real faces: no balancing copies
     answers = {folder: cached_probabilities(folder, split, info["from_block"]) for folder in model_dirs}
     if len(answers) > 1:
         answers["ensemble (mean)"] = averaged(list(answers.values()))
+    if tfrecords_dir is not None:
+        mirrored = mirrored_block_inputs(model_dirs[0], tfrecords_dir, split_name)  # frozen layers: shared
+        if mirrored.shape != split["lower"].shape:
+            raise ValueError(f"{tfrecords_dir} holds {len(mirrored)} {split_name} images, the feature cache "
+                             f"{len(split['lower'])}: run `dvc repro features` on these TFRecords")
+        flipped = {f"{folder} + flip": cached_probabilities(folder, split, info["from_block"], mirrored=mirrored)
+                   for folder in model_dirs}
+        if len(flipped) > 1:
+            flipped["ensemble (mean) + flip"] = averaged(list(flipped.values()))
+        answers.update(flipped)
     return len(split["index"]), {name: figures(answer, split["labels"]) for name, answer in answers.items()}
 
 
@@ -66,9 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models", nargs="+", help="trained model folders, e.g. data/models/binned")
     parser.add_argument("--features", default="data/features", help="the feature cache (stage features)")
     parser.add_argument("--split", default="val", choices=("val", "test"))
+    parser.add_argument("--flip", action="store_true",
+                        help="also measure test-time flip averaging (mirrored faces from --tfrecords)")
+    parser.add_argument("--tfrecords", default="data/tfrecords", help="the TFRecords (stage tfrecords), for --flip")
     args = parser.parse_args(argv)
     try:
-        faces, measured = measure(args.models, args.features, args.split)
+        faces, measured = measure(args.models, args.features, args.split, args.tfrecords if args.flip else None)
     except (OSError, ValueError) as error:
         print(f"ensemble: {error}", file=sys.stderr)
         return 2

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from argml import ensemble, features
+from argml import ensemble, features, tfrecords
+from argml.classifier import Classifier
 
 pytestmark = pytest.mark.slow
 MODES = ("binned", "exact")
@@ -38,6 +39,41 @@ def test_the_ensemble_is_the_mean_of_its_models(pipeline_repo):
     for key in ("gender", "race", "bins", "years"):
         np.testing.assert_allclose(both[key], (answers[0][key] + answers[1][key]) / 2)
     assert answers[0]["bins"].shape == answers[1]["bins"].shape == (len(split["index"]), 9)
+
+
+def test_flip_averaging_is_the_mean_of_the_model_on_each_face_and_its_mirror(pipeline_repo):
+    copy, _, _ = pipeline_repo
+    cache, records = copy / "data" / "features", copy / "data" / "tfrecords"
+    model_dir = copy / "data" / "models" / "binned"
+    split = features.load_split(cache, "val", "binned")
+    mirrored = ensemble.mirrored_block_inputs(model_dir, records, "val")
+    assert mirrored.shape == split["lower"].shape and mirrored.dtype == np.float16
+    flipped = ensemble.cached_probabilities(model_dir, split, features.read_info(cache)["from_block"],
+                                            mirrored=mirrored)
+    plain = ensemble.cached_probabilities(model_dir, split, features.read_info(cache)["from_block"])
+
+    images, _ = next(tfrecords.load_dataset(records, "val", mode="binned", batch_size=16,
+                                            shuffle=False).as_numpy_iterator())
+    classifier = Classifier(model_dir / "model.keras")
+    both = [classifier.probabilities(images), classifier.probabilities(images[:, :, ::-1])]
+    rows = np.flatnonzero(np.isin(split["index"], np.arange(16)))  # the batch's faces, in the cache's order
+    assert len(rows) == 16
+    for task in ("gender", "race"):
+        expected = (both[0][task] + both[1][task]) / 2
+        np.testing.assert_allclose(flipped[task][rows], expected, atol=2e-3)  # the cache is float16
+        assert not np.allclose(plain[task][rows], both[1][task], atol=2e-3), task  # the mirror differs
+
+
+def test_the_command_reports_flipped_figures(pipeline_repo, tmp_path, capsys):
+    copy, _, _ = pipeline_repo
+    models = [str(copy / "data" / "models" / mode) for mode in MODES]
+    assert ensemble.main([*models, "--features", str(copy / "data" / "features"), "--flip",
+                          "--tfrecords", str(copy / "data" / "tfrecords")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count(" + flip: gender ") == 3  # both models and their ensemble
+    assert ensemble.main([models[0], "--features", str(copy / "data" / "features"), "--flip",
+                          "--tfrecords", str(tmp_path)]) == 2
+    assert "run `dvc repro tfrecords` first" in capsys.readouterr().err
 
 
 def test_a_model_from_another_block_is_refused(pipeline_repo):
