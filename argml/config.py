@@ -80,6 +80,7 @@ class TrainParams:
     hidden_units: int = 128  # each head: a layer of this many units, then a softmax
     hidden_activation: str = "linear"  # the report's heads are linear; "relu" makes them small MLPs
     dropout: float = 0.2  # before each head's hidden layer
+    multi_level: bool = False  # the heads also see the cached block's input, averaged over its positions
     loss_weights: TaskWeights = TaskWeights()  # loss = weighted sum of the three cross-entropies
     lr_factors: LrFactors = LrFactors()  # learning rate of each group = base rate x factor
     batch_size: int = 64

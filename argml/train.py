@@ -80,6 +80,23 @@ def predict_cached(model: keras.Model, split: dict, batch_size: int) -> dict[str
     return {task: np.asarray(outputs[task]) for task in TASKS}
 
 
+def pooled_block_inputs(split: dict, chunk: int = 1024) -> np.ndarray:
+    """Each of a split's rows' cached block input averaged over its positions (float32 [N, C]): the lower
+    level of the multi-level features, read from the memory map a chunk at a time."""
+    rows = split["index"]
+    return np.concatenate([split["lower"][rows[start:start + chunk]].astype(np.float32).mean(axis=(1, 2))
+                           for start in range(0, len(rows), chunk)])
+
+
+def multi_level_features(upper_features: keras.Model, lower_shape) -> keras.Model:
+    """block input -> [the top features, the block input averaged over positions], concatenated: what the
+    heads see with `train.multi_level` (the heads phase reads the same from the cache, pooled_block_inputs)."""
+    block_input = keras.Input(tuple(lower_shape), name="multi_level_input")
+    pooled = keras.layers.GlobalAveragePooling2D(name="block_input_pooled")(block_input)
+    both = keras.layers.Concatenate(name="multi_level")([upper_features(block_input), pooled])
+    return keras.Model(block_input, both, name="multi_level_features")
+
+
 def _callbacks(phase: str, checkpoint_dir: Path, log_dir: Path, patience: int, first_step: int,
                on_epoch) -> list:
     callbacks = [
@@ -208,6 +225,9 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: 
     for split in (train_split, val_split):
         split["targets"] = training_targets(split["labels"], mode, settings)
     targets = {"age_values": values, "age_l1": settings.age_l1, "label_smoothing": settings.label_smoothing}
+    if settings.multi_level:
+        for split in (train_split, val_split):
+            split["head"] = np.concatenate([split["head"], pooled_block_inputs(split)], axis=1)
 
     # Under MirroredStrategy an uneven last training batch fails (its replicas' gradients differ in shape):
     # full training batches only.
@@ -246,6 +266,8 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: 
         for layer in upper_features.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False  # the bottleneck's statistics stay those of the pretrained model
+        if settings.multi_level:
+            upper_features = multi_level_features(upper_features, info["lower_shape"])
         block_input = keras.Input(tuple(info["lower_shape"]), name="block_input")
         finetune_model = keras.Model(block_input, heads(upper_features(block_input)), name="finetune")
         if settings.finetune_epochs > 0:
@@ -266,7 +288,7 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: str, settings: 
     model = keras.Model(image, heads(upper_features(lower(image))), name=f"argml_{mode}")
     description = {"mode": mode, "input_size": facenet.INPUT_SIZE, "tasks": list(TASKS),
                    "classes": {task: list(names) for task, names in class_names(mode).items()},
-                   "age_values": values, **info, **(describe or {})}
+                   "age_values": values, "multi_level": settings.multi_level, **info, **(describe or {})}
     validation = validation_report(finetune_model, val_split, description, settings.batch_size)
     description["readout"] = {key: validation["readout"][key] for key in ("bins", "years")}
     print(f"train[{mode}]: age read-out {description['readout']}; validation "
