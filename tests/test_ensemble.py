@@ -56,8 +56,8 @@ def test_flip_averaging_is_the_mean_of_the_model_on_each_face_and_its_mirror(pip
                                             shuffle=False).as_numpy_iterator())
     classifier = Classifier(model_dir / "model.keras")
     both = [classifier.probabilities(images), classifier.probabilities(images[:, :, ::-1])]
-    rows = np.flatnonzero(np.isin(split["index"], np.arange(16)))  # the batch's faces, in the cache's order
-    assert len(rows) == 16
+    rows = np.flatnonzero(np.isin(split["index"], np.arange(len(images))))  # the batch's faces, cache order
+    assert len(rows) == len(images) > 1
     for task in ("gender", "race"):
         expected = (both[0][task] + both[1][task]) / 2
         np.testing.assert_allclose(flipped[task][rows], expected, atol=2e-3)  # the cache is float16
