@@ -19,7 +19,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-
 from tqdm import tqdm
 
 from argml import age, features, tfrecords

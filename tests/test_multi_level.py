@@ -40,7 +40,7 @@ def test_the_heads_see_the_top_features_then_the_pooled_block_input(pipeline_rep
     np.testing.assert_allclose(seen, cached, atol=0.02, rtol=0.02)  # the cache holds float16 block inputs
 
 
-def test_the_saved_model_answers_images_as_training_measured(pipeline_repo, multi_level_model):
+def test_the_saved_model_answers_images_as_the_cache_does(pipeline_repo, multi_level_model):
     copy, _, _ = pipeline_repo
     images, targets = next(tfrecords.load_dataset(copy / "data" / "tfrecords", "val", mode="binned",
                                                   batch_size=16, shuffle=False).as_numpy_iterator())
