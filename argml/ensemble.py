@@ -42,10 +42,11 @@ def mirrored_block_inputs(model_dir: str | Path, tfrecords_dir: str | Path, spli
     return np.concatenate(batches)
 
 
-def cached_probabilities(model_dir: str | Path, split: dict, from_block: str, batch_size: int = 64,
-                         mirrored: np.ndarray | None = None) -> dict:
-    """One model's {"gender", "race", "bins", "years"} on the cached faces of `split` (features.load_split);
-    with `mirrored` (mirrored_block_inputs), from the mean of the plain and the mirrored passes."""
+def cached_answers(model_dir: str | Path, split: dict, from_block: str, batch_size: int = 64,
+                   mirrored: np.ndarray | None = None) -> tuple[dict, dict | None]:
+    """One model's answers, each {"gender", "race", "bins", "years"}, on the cached faces of `split`
+    (features.load_split): (from one pass, from the mean of that pass and the mirrored one); the second is None
+    without `mirrored` (mirrored_block_inputs). The model is loaded and the plain pass run once for both."""
     classifier = Classifier(Path(model_dir) / "model.keras")
     description = classifier.description
     if description["from_block"] != from_block:
@@ -55,9 +56,23 @@ def cached_probabilities(model_dir: str | Path, split: dict, from_block: str, ba
     block_input = keras.Input(tuple(description["lower_shape"]))
     cached_model = keras.Model(block_input, heads(upper(block_input)))
     outputs = predict_cached(cached_model, split, batch_size)
-    if mirrored is not None:
-        flipped = predict_cached(cached_model, {**split, "lower": mirrored}, batch_size)
-        outputs = {task: (outputs[task] + flipped[task]) / 2 for task in TASKS}
+    if mirrored is None:
+        return _read_out(outputs, description), None
+    mirrored_outputs = predict_cached(cached_model, {**split, "lower": mirrored}, batch_size)
+    both = {task: (outputs[task] + mirrored_outputs[task]) / 2 for task in TASKS}
+    return _read_out(outputs, description), _read_out(both, description)
+
+
+def cached_probabilities(model_dir: str | Path, split: dict, from_block: str, batch_size: int = 64,
+                         mirrored: np.ndarray | None = None) -> dict:
+    """One model's {"gender", "race", "bins", "years"} on the cached faces of `split`; with `mirrored`, from
+    the mean of the plain and the mirrored passes (see cached_answers)."""
+    plain, flipped = cached_answers(model_dir, split, from_block, batch_size, mirrored)
+    return plain if flipped is None else flipped
+
+
+def _read_out(outputs: dict, description: dict) -> dict:
+    """The model's probabilities as {"gender", "race", "bins" (9-bin probabilities), "years"}."""
     age_probabilities = np.asarray(outputs["age"], dtype=np.float64)
     bins = age_probabilities if description["mode"] == "binned" else age.exact_to_bins(age_probabilities)
     return {"gender": outputs["gender"], "race": outputs["race"], "bins": bins,
@@ -83,19 +98,23 @@ def measure(model_dirs: list[str], features_dir: str, split_name: str,
     `tfrecords_dir`, also each model's and the ensemble's flip-averaged figures ("... + flip")."""
     info = features.read_info(features_dir)
     split = features.load_split(features_dir, split_name, "binned", info)  # real faces: no balancing copies
-    answers = {folder: cached_probabilities(folder, split, info["from_block"]) for folder in model_dirs}
-    if len(answers) > 1:
-        answers["ensemble (mean)"] = averaged(list(answers.values()))
+    mirrored = None
     if tfrecords_dir is not None:
         mirrored = mirrored_block_inputs(model_dirs[0], tfrecords_dir, split_name)  # frozen layers: shared
         if mirrored.shape != split["lower"].shape:
             raise ValueError(f"{tfrecords_dir} holds {len(mirrored)} {split_name} images, the feature cache "
                              f"{len(split['lower'])}: run `dvc repro features` on these TFRecords")
-        flipped = {f"{folder} + flip": cached_probabilities(folder, split, info["from_block"], mirrored=mirrored)
-                   for folder in model_dirs}
-        if len(flipped) > 1:
-            flipped["ensemble (mean) + flip"] = averaged(list(flipped.values()))
+    plain, flipped = {}, {}
+    for folder in model_dirs:
+        plain[folder], flipped[f"{folder} + flip"] = cached_answers(folder, split, info["from_block"],
+                                                                    mirrored=mirrored)
+    answers = dict(plain)
+    if len(plain) > 1:
+        answers["ensemble (mean)"] = averaged(list(plain.values()))
+    if mirrored is not None:
         answers.update(flipped)
+        if len(flipped) > 1:
+            answers["ensemble (mean) + flip"] = averaged(list(flipped.values()))
     return len(split["index"]), {name: figures(answer, split["labels"]) for name, answer in answers.items()}
 
 
