@@ -1,28 +1,29 @@
 """Stage align: dlib landmarks -> aligned 160x160 faces for every image of the split table.
 
-Reads RAW_DIR and SPLIT_TABLE; writes OUT_DIR (aligned JPEGs, same names), REPORT_JSON (counts, time,
-images/s) and FLAGS_CSV (every image that was not a plain aligned detection: fallback, unreadable, empty,
-grayscale).
+Reads RAW_DIR and SPLIT_TABLE; writes OUT_DIR (aligned JPEGs, same names), REPORT_JSON (counts) and
+FLAGS_CSV (every image that was not a plain aligned detection: fallback, unreadable, empty, grayscale).
 Params: align.size, align.padding, align.upsample, align.workers.
 """
 
 import argparse
+import sys
 import time
 
-from argml import faces, labels
-from argml.config import load_params
-from argml.files import atomic_dir, atomic_path, run_as_stage, write_json
+from argml.core.config import load_params
+from argml.core.errors import stage
+from argml.core.files import atomic_dir, atomic_path, write_json
+from argml.data import faces, utkface
 
 
-def main() -> None:
-    run_as_stage()
+@stage("align")
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     for name in ("raw_dir", "split_table", "out_dir", "report_json", "flags_csv"):
         parser.add_argument(name)
     args = parser.parse_args()
     params = load_params().align
 
-    names = labels.load_table(args.split_table)["file"].tolist()
+    names = utkface.load_table(args.split_table)["file"].tolist()
     start = time.perf_counter()
     with atomic_dir(args.out_dir) as staging:
         status = faces.align_files(names, args.raw_dir, staging, params.size, params.padding,
@@ -31,13 +32,13 @@ def main() -> None:
 
     counts = status["status"].value_counts().to_dict()
     report = {"images": len(status), **{k: int(counts.get(k, 0)) for k in ("aligned", "fallback", "empty", "unreadable")},
-              "grayscale": int(status["grayscale"].sum()), "seconds": round(seconds, 1),
-              "images_per_second": round(len(status) / seconds, 1)}
+              "grayscale": int(status["grayscale"].sum())}
     write_json(args.report_json, report)
     with atomic_path(args.flags_csv) as staging:
         status[(status["status"] != "aligned") | status["grayscale"]].to_csv(staging, index=False)
-    print(f"align: {report}")
+    print(f"align: {report} in {seconds:.0f} s ({len(status) / seconds:.1f} images/s)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,21 +6,23 @@ Params: augment.* (seed, targets, angle, noise).
 """
 
 import argparse
+import sys
 
-from argml import augment, labels
-from argml.config import load_params
-from argml.files import atomic_dir, run_as_stage, write_json
+from argml.core.config import load_params
+from argml.core.errors import stage
+from argml.core.files import atomic_dir, write_json
+from argml.data import augment, utkface
 
 
-def main() -> None:
-    run_as_stage()
+@stage("augment")
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     for name in ("split_table", "aligned_dir", "out_dir", "report_json"):
         parser.add_argument(name)
     args = parser.parse_args()
     params = load_params().augment
 
-    table = labels.with_files(labels.load_table(args.split_table), args.aligned_dir)
+    table = utkface.with_files(utkface.load_table(args.split_table), args.aligned_dir)
     train = table[table["split"] == "train"]
     planned = augment.plan(train, params.race_target, params.exact_age_target, params.seed)
     with atomic_dir(args.out_dir) as staging:
@@ -31,7 +33,8 @@ def main() -> None:
     report = augment.summary(train, planned)
     write_json(args.report_json, report)
     print(f"augment: {len(planned)} new images {report['per_purpose']}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,29 +6,33 @@ mlflow.champion.
 """
 
 import argparse
+import sys
 
 import mlflow
 
-from argml import browser, photos, tracking
-from argml.config import load_params
-from argml.files import run_as_stage, write_json
+from argml.core.config import load_params
+from argml.core.errors import stage
+from argml.core.files import write_json
+from argml.serving import photos
+from argml.tracking import registry, runs, ui
 
 
-def main() -> None:
-    run_as_stage()
+@stage("champion")
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out_json")
     args = parser.parse_args()
     params = load_params().mlflow
-    version = tracking.set_champion(params.model_name, params.champion)
-    photo_version = tracking.set_champion(photos.model_name(params.model_name), params.champion)
+    version = registry.set_champion(params.model_name, params.champion)
+    photo_version = registry.set_champion(photos.model_name(params.model_name), params.champion)
     write_json(args.out_json, {"model": params.model_name, "champion": params.champion, "version": version,
                                "photo_model": photos.model_name(params.model_name), "photo_version": photo_version})
     print(f"champion: models:/{params.model_name}@champion -> version {version} ({params.champion}); "
           f"models:/{photos.model_name(params.model_name)}@champion -> version {photo_version}")
-    experiment = mlflow.get_experiment_by_name(tracking.EXPERIMENT)
-    print(f"champion: compare the runs at {browser.runs_link(mlflow.get_tracking_uri(), experiment.experiment_id)}")
+    experiment = mlflow.get_experiment_by_name(runs.EXPERIMENT)
+    print(f"champion: compare the runs at {ui.runs_link(mlflow.get_tracking_uri(), experiment.experiment_id)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,14 +5,15 @@ Params: download.url, download.sha256.
 """
 
 import argparse
+import sys
 
-from argml import download
-from argml.config import load_params
-from argml.files import run_as_stage
+from argml.core.config import load_params
+from argml.core.errors import stage
+from argml.data import download
 
 
-def main() -> None:
-    run_as_stage()
+@stage("download")
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out_dir")
     args = parser.parse_args()
@@ -20,7 +21,8 @@ def main() -> None:
     report = download.fetch_dataset(args.out_dir, url=params.url, sha256=params.sha256)
     print(f"download: {report['images']} images from {report['source']} into {args.out_dir}; "
           f"{report['skipped_non_images']} non-image files skipped")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

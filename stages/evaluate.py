@@ -7,60 +7,56 @@ with alias MODE. Params: evaluate.*, mlflow.model_name.
 """
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from argml import evaluate, tfrecords, tracking
-from argml.classifier import Classifier
-from argml.config import load_params
-from argml.files import run_as_stage, write_json
+from argml.core.config import load_params
+from argml.core.errors import stage
+from argml.core.files import write_json
+from argml.core.labels import AgeMode
+from argml.data import tfrecords
+from argml.evaluation import metrics
+from argml.serving import pyfunc
+from argml.serving.classifier import Classifier
+from argml.tracking import registry, runs
 
 
-def main() -> None:
-    run_as_stage()
+@stage("evaluate")
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     for name in ("mode", "model_dir", "tfrecords_dir", "report_dir"):
         parser.add_argument(name)
     args = parser.parse_args()
     params = load_params()
+    mode = AgeMode.of(args.mode)
     model_dir, report_dir = Path(args.model_dir), Path(args.report_dir)
 
     classifier = Classifier(model_dir / "model.keras")
-    test = tfrecords.load_dataset(args.tfrecords_dir, "test", args.mode, params.evaluate.batch_size,
-                                  shuffle=False, with_meta=True)
-    probabilities, labels = evaluate.predict(classifier.model, test)
-    rows = evaluate.row_outcomes(probabilities, labels, classifier.description)
-    groups = evaluate.per_group(rows, params.evaluate.bootstrap_rounds, params.evaluate.confidence)
-    gaps = evaluate.fairness(groups)
-    document = evaluate.metrics_document(evaluate.summary_metrics(rows), gaps)
+    test = tfrecords.load_dataset(args.tfrecords_dir, "test", mode, params.evaluate.batch_size, shuffle=False,
+                                  with_meta=True)
+    probabilities, labels = metrics.predict(classifier.model, test)
+    rows = metrics.row_outcomes(probabilities, labels, classifier.card)
+    groups = metrics.per_group(rows, params.evaluate.bootstrap_rounds, params.evaluate.confidence)
+    gaps = metrics.fairness(groups)
+    document = metrics.metrics_document(metrics.summary_metrics(rows), gaps)
+    metrics.write_reports(report_dir, document, rows, groups, gaps, classifier.card, mode.name)
 
-    write_json(report_dir / "metrics.json", document)
-    classes = {task: tuple(names) for task, names in classifier.description["classes"].items()}
-    evaluate.per_class(rows, classes).to_csv(report_dir / "per_class.csv", index=False)
-    groups.to_csv(report_dir / "per_group.csv", index=False)
-    gaps.to_csv(report_dir / "fairness.csv", index=False)
-    rows.to_csv(report_dir / "predictions.csv", index=False)
-    for task, names in classes.items():
-        evaluate.save_confusion_png(evaluate.confusion(rows, task, names), names, f"{task} ({args.mode}, test)",
-                                    report_dir / f"confusion_{task}.png")
-
-    run_id = json.loads((model_dir / "run.json").read_text())["run_id"]
-    tracking.configure(create=True)
-    tracking.log_test_metrics(run_id, evaluate.flatten_numeric(document))
-    tracking.log_artifacts(run_id, [report_dir / name for name in (
-        "metrics.json", "per_class.csv", "per_group.csv", "fairness.csv", "history.csv",
-        *(f"confusion_{task}.png" for task in classes))], "evaluation")
-    tracking.log_artifacts(run_id, [report_dir / "tensorboard"])
+    runs.configure(create=True)
+    run_id = registry.run_of(model_dir)
+    runs.log_test_metrics(run_id, metrics.flatten_numeric(document))
+    runs.log_artifacts(run_id, [report_dir / name for name in (*metrics.REPORT_FILES, "history.csv")], "evaluation")
+    runs.log_artifacts(run_id, [report_dir / "tensorboard"])
     example = next(test.take(1).as_numpy_iterator())[0][:1].astype(np.uint8)
-    version = tracking.log_model(run_id, model_dir, example, params.mlflow.model_name, args.mode)
+    version = pyfunc.log_model(run_id, model_dir, example, params.mlflow.model_name, mode.name)
     headline = {key: document[task][metric] for key, (task, metric) in {
         "gender": ("gender", "accuracy"), "race": ("race", "accuracy"), "age_bins": ("age", "bin_accuracy"),
         "age_mae": ("age", "mae")}.items()}
-    print(f"evaluate[{args.mode}]: {len(rows)} test faces {headline}; registered "
-          f"{params.mlflow.model_name} v{version} @{args.mode}")
+    print(f"evaluate[{mode.name}]: {len(rows)} test faces {headline}; registered "
+          f"{params.mlflow.model_name} v{version} @{mode.name}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

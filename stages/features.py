@@ -5,15 +5,17 @@ labels; info.json). Params: features.* (from_block, head_input, weights, batch_s
 """
 
 import argparse
+import sys
 import time
 
-from argml import features
-from argml.config import load_params
-from argml.files import atomic_dir, run_as_stage
+from argml.core.config import load_params
+from argml.core.errors import stage
+from argml.core.files import atomic_dir
+from argml.model import features
 
 
-def main() -> None:
-    run_as_stage()
+@stage("features")
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("tfrecords_dir")
     parser.add_argument("out_dir")
@@ -25,9 +27,10 @@ def main() -> None:
         info = features.cache_all(args.tfrecords_dir, staging, params.from_block, params.head_input,
                                   params.weights, params.batch_size, params.mirror_train)
     seconds = time.perf_counter() - start
-    total = sum(info["examples"].values())
+    total = sum(info.examples.values())
     print(f"features: {total} examples cached at {params.from_block} in {seconds:.0f} s ({total / seconds:.1f} img/s)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

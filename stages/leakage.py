@@ -3,23 +3,25 @@
 Reads FEATURES_DIR (the cached FaceNet inputs, head features and labels), RAW_DIR and SPLIT_TABLE (for the
 byte-identical copies the labels stage removed), ALIGNED_DIR and each mode's REPORTS/<mode>/predictions.csv;
 writes OUT_JSON (DVC metrics: the near-twin audit, and 9-bin age under the report's protocols, see
-argml.protocols), the per-face table OUT_CSV and a contact sheet OUT_PNG. Params: leakage.*, and data, align,
+argml.evaluation.protocols), the per-face table OUT_CSV and a contact sheet OUT_PNG. Params: leakage.*, and data, align,
 augment and train for the protocols' splits, copies and heads. The published split is not changed.
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
 
-from argml import leakage, protocols
-from argml.config import load_params
-from argml.files import atomic_path, run_as_stage, write_json
-from argml.labels import AGE_MODES
+from argml.core.config import load_params
+from argml.core.errors import stage
+from argml.core.files import atomic_path, write_json
+from argml.core.labels import AGE_MODES
+from argml.evaluation import leakage, protocols
 
 
-def main() -> None:
-    run_as_stage()
+@stage("leakage")
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     for name in ("features_dir", "raw_dir", "split_table", "aligned_dir", "reports", "out_json", "out_csv",
                  "out_png"):
@@ -51,7 +53,8 @@ def main() -> None:
           "copy-to-source cosines)")
     print("leakage: 9-bin age (frozen-feature heads) by protocol: " + ", ".join(
         f"{name} {report['protocols'][name]['age_accuracy']:.3f}" for name in protocols.PROTOCOLS))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

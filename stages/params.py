@@ -6,13 +6,15 @@ edit reruns only the stages whose own params changed.
 """
 
 import argparse
+import sys
 
-from argml.config import check_params
-from argml.files import atomic_path, run_as_stage
+from argml.core.errors import stage
+from argml.core.files import atomic_path
+from argml.pipeline.params import check_params
 
 
-def main() -> None:
-    run_as_stage()
+@stage("params")
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("params_yaml")
     parser.add_argument("checked")
@@ -20,11 +22,12 @@ def main() -> None:
     try:
         check_params(args.params_yaml)
     except (ValueError, FileNotFoundError) as error:
-        raise SystemExit(f"{error}\nparams: fix {args.params_yaml}; no stage ran and no output was removed")
+        raise ValueError(f"{error}; fix {args.params_yaml}: no stage ran and no output was removed") from error
     with atomic_path(args.checked) as staging:
         staging.write_text("params.yaml passed argml's checks\n")
     print(f"params: {args.params_yaml} is valid")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

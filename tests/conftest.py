@@ -162,10 +162,10 @@ def utkface_sample(utkface_index, tmp_path):
 @pytest.fixture(scope="session")
 def real_label_table(utkface_dir):
     """The whole real set through scan + deduplicate (a few seconds, once): a real-sized table for split/sample tests."""
-    from argml import labels
+    from argml.data import utkface
 
-    table, malformed = labels.scan(utkface_dir)
-    unique, report = labels.deduplicate(table)
+    table, malformed = utkface.scan(utkface_dir)
+    unique, report = utkface.deduplicate(table)
     return table, malformed, unique, report
 
 
@@ -175,7 +175,7 @@ def aligned_sample(utkface_index, tmp_path_factory):
 
     Returns (split table with a `path` column, aligned folder); the raw copies sit in the folder's sibling.
     """
-    from argml import faces, labels
+    from argml.data import faces, utkface
 
     raw = tmp_path_factory.mktemp("aligned-raw")
     duplicated = utkface_index.duplicated_names
@@ -183,11 +183,25 @@ def aligned_sample(utkface_index, tmp_path_factory):
                      and _labels_from_name(n) is not None)
     for name in sorted(random.Random(3).sample(regular, 40)):
         shutil.copyfile(utkface_index.folder / name, raw / name)
-    table = labels.split(labels.deduplicate(labels.scan(raw)[0])[0], 0.1, 0.1, seed=1)
+    table = utkface.split(utkface.deduplicate(utkface.scan(raw)[0])[0], 0.1, 0.1, seed=1)
     out = tmp_path_factory.mktemp("aligned")
     status = faces.align_files(table["file"].tolist(), raw, out, size=160, padding=0.25, workers=1)
     assert set(status["status"]) <= {"aligned", "fallback"}
-    return labels.with_files(table, out), out
+    return utkface.with_files(table, out), out
+
+
+def make_card(mode: str, age_values=None, bins: str = "argmax", years: str = "mean", padding: float | None = None):
+    """A model card as training writes one, for tests that score hand-made probabilities."""
+    from argml.core.card import FeatureCache, ModelCard, Readout
+    from argml.core.config import AlignParams
+    from argml.core.labels import AgeMode
+
+    age_mode = AgeMode.of(mode)
+    values = tuple(float(v) for v in age_values) if age_values is not None else tuple(
+        float(index + 1) for index in range(len(age_mode.classes)))
+    return ModelCard(age_mode, 160, values, FeatureCache("Mixed_7a", "pooled", "casia-webface", (8, 8, 896), {}),
+                     align=AlignParams(padding=padding) if padding is not None else None,
+                     readout=Readout(bins, years))
 
 
 # --- the whole pipeline, once per session, on a copy of the repository --------------------------------------
@@ -265,11 +279,11 @@ def assert_mlflow_ui_compares(base_url: str, experiment_id: str, runs: dict[str,
                               username: str | None = None, password: str | None = None) -> None:
     """Headless Chromium as a user: the experiment link argml gives opens on its training runs (not MLflow 3's
     GenAI overview) and the comparison of `runs` ({name: run id}) shows both runs and their test metrics."""
-    from argml import browser
+    from argml.tracking import ui
 
-    pages = browser.mlflow_pages(base_url, experiment_id, list(runs.values()))
-    text = browser.open_page(pages["runs"], out_dir / "runs.png", ("matching runs", *runs), username, password)
+    pages = ui.mlflow_pages(base_url, experiment_id, list(runs.values()))
+    text = ui.open_page(pages["runs"], out_dir / "runs.png", ("matching runs", *runs), username, password)
     assert "Tool calls" not in text and "Usage" not in text  # not the GenAI overview's tabs
-    text = browser.open_page(pages["compare"], out_dir / "compare.png",
+    text = ui.open_page(pages["compare"], out_dir / "compare.png",
                              (f"Comparing {len(runs)} Runs", "test.gender.accuracy", *runs), username, password)
     assert (out_dir / "compare.png").stat().st_size > 10_000

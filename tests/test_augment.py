@@ -8,15 +8,16 @@ import cv2
 import numpy as np
 import pytest
 
-from argml import augment, labels
-from argml.augment import ADJUSTMENTS, adjust
+from argml.data import augment
+from argml.data import utkface
+from argml.data.augment import ADJUSTMENTS, adjust
 
 
 @pytest.fixture(scope="module")
 def split_table(real_label_table):
     """A real, stratified 600-image table with its split (the labels stage on a sample)."""
-    chosen = labels.sample(real_label_table[2], 600, seed=42)
-    return labels.split(chosen, 0.1, 0.1, seed=42)
+    chosen = utkface.sample(real_label_table[2], 600, seed=42)
+    return utkface.split(chosen, 0.1, 0.1, seed=42)
 
 
 def counts(frame, column):

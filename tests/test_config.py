@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from argml.config import Params, flatten, load_params
+from argml.core.config import Params, flatten, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -141,7 +141,7 @@ def test_out_of_range_values_are_refused_by_name(tmp_path, section, key, value, 
 
 
 def test_every_range_and_choice_names_a_real_setting():
-    from argml.config import CHOICES, RANGES
+    from argml.core.config import CHOICES, RANGES
 
     names = dict(leaf_fields(Params()))
     assert set(RANGES) | set(CHOICES) <= set(names)
@@ -159,7 +159,7 @@ def test_unknown_section_and_broken_yaml_are_errors(tmp_path):
 
 
 def test_check_params_knows_facenet_blocks_and_weights(tmp_path):
-    from argml.config import check_params
+    from argml.pipeline.params import check_params
 
     assert check_params(REPO / "params.yaml").features.from_block == "Mixed_7a"
     with pytest.raises(ValueError, match="unknown FaceNet block 'Mixed_9z'"):

@@ -3,7 +3,7 @@ cached per URL and checked against their sha256 on every use."""
 
 from __future__ import annotations
 
-import argml.detect as detect  # first: torchvision before TensorFlow (see argml.detect)
+from argml.serving import detect  # first: torchvision before TensorFlow (see argml.serving.detect)
 
 import hashlib  # noqa: E402
 import http.server  # noqa: E402
@@ -15,7 +15,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from argml.download import ChecksumError  # noqa: E402
+from argml.data.download import ChecksumError  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from argml import download
-from argml.download import ChecksumError, UnsafeArchiveError, fetch_dataset, safe_extract
+from argml.data import download
+from argml.data.download import ChecksumError, UnsafeArchiveError, fetch_dataset, safe_extract
 
 
 def tree(folder: Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""argml.ensemble on the session's pipeline run (conftest.pipeline_repo): real models, real cached faces."""
+"""argml.evaluation.ensemble on the session's pipeline run (conftest.pipeline_repo): real models, real cached faces."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from argml import ensemble, features, tfrecords
-from argml.classifier import Classifier
+from argml.core.labels import AgeMode
+from argml.data import tfrecords
+from argml.evaluation import ensemble
+from argml.model import features
+from argml.serving.classifier import Classifier
 
 pytestmark = pytest.mark.slow
 MODES = ("binned", "exact")
@@ -17,7 +20,7 @@ MODES = ("binned", "exact")
 def test_each_model_gets_the_validation_figures_its_training_recorded(pipeline_repo):
     copy, _, _ = pipeline_repo
     cache = copy / "data" / "features"
-    split = features.load_split(cache, "val", "binned")
+    split = features.load_split(cache, "val", AgeMode.of("binned"))
     for mode in MODES:
         answer = ensemble.cached_probabilities(copy / "data" / "models" / mode, split,
                                                features.read_info(cache)["from_block"])
@@ -32,7 +35,7 @@ def test_each_model_gets_the_validation_figures_its_training_recorded(pipeline_r
 def test_the_ensemble_is_the_mean_of_its_models(pipeline_repo):
     copy, _, _ = pipeline_repo
     cache = copy / "data" / "features"
-    split = features.load_split(cache, "val", "binned")
+    split = features.load_split(cache, "val", AgeMode.of("binned"))
     from_block = features.read_info(cache)["from_block"]
     answers = [ensemble.cached_probabilities(copy / "data" / "models" / mode, split, from_block) for mode in MODES]
     both = ensemble.averaged(answers)
@@ -45,14 +48,14 @@ def test_flip_averaging_is_the_mean_of_the_model_on_each_face_and_its_mirror(pip
     copy, _, _ = pipeline_repo
     cache, records = copy / "data" / "features", copy / "data" / "tfrecords"
     model_dir = copy / "data" / "models" / "binned"
-    split = features.load_split(cache, "val", "binned")
+    split = features.load_split(cache, "val", AgeMode.of("binned"))
     mirrored = ensemble.mirrored_block_inputs(model_dir, records, "val")
     assert mirrored.shape == split["lower"].shape and mirrored.dtype == np.float16
     flipped = ensemble.cached_probabilities(model_dir, split, features.read_info(cache)["from_block"],
                                             mirrored=mirrored)
     plain = ensemble.cached_probabilities(model_dir, split, features.read_info(cache)["from_block"])
 
-    images, _ = next(tfrecords.load_dataset(records, "val", mode="binned", batch_size=16,
+    images, _ = next(tfrecords.load_dataset(records, "val", mode=AgeMode.of("binned"), batch_size=16,
                                             shuffle=False).as_numpy_iterator())
     classifier = Classifier(model_dir / "model.keras")
     both = [classifier.probabilities(images), classifier.probabilities(images[:, :, ::-1])]
@@ -78,7 +81,7 @@ def test_the_command_reports_flipped_figures(pipeline_repo, tmp_path, capsys):
 
 def test_a_model_from_another_block_is_refused(pipeline_repo):
     copy, _, _ = pipeline_repo
-    split = features.load_split(copy / "data" / "features", "val", "binned")
+    split = features.load_split(copy / "data" / "features", "val", AgeMode.of("binned"))
     with pytest.raises(ValueError, match="rebuild the cache"):
         ensemble.cached_probabilities(copy / "data" / "models" / "binned", split, "Repeat_1.block17_9")
 

@@ -9,8 +9,8 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 keras = pytest.importorskip("keras")
 
-from argml import facenet  # noqa: E402
-from argml.faces import FaceAligner, decode_image  # noqa: E402
+from argml.model import facenet  # noqa: E402
+from argml.data.faces import FaceAligner, decode_image  # noqa: E402
 
 UTKFACE = os.environ.get("ARGML_UTKFACE", "")
 needs_utkface = pytest.mark.skipif(not Path(UTKFACE).is_dir(), reason="ARGML_UTKFACE is not set to the UTKFace folder")

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from argml import faces
-from argml.faces import FaceAligner, decode_image
+from argml.data import faces
+from argml.data.faces import FaceAligner, decode_image
 
 
 @pytest.fixture(scope="module")

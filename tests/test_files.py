@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from argml.files import atomic_dir, atomic_path, remove_stale_staging
+from argml.core.files import atomic_dir, atomic_path, remove_stale_staging
 
 REPO = Path(__file__).resolve().parents[1]
 
 # A "stage" that fills a staging folder, announces its pid and path, then works until killed.
 STAGE = textwrap.dedent("""
     import sys, time
-    from argml.files import atomic_dir, run_as_stage
+    from argml.core.files import atomic_dir, run_as_stage
     run_as_stage()
     with atomic_dir(sys.argv[1]) as staging:
         (staging / "part").write_text("x")

@@ -8,15 +8,16 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
-from argml.age import smoothed_targets  # noqa: E402
-from argml.heads import AgeLoss, GroupedAdam, build_heads, compile_model, variable_group  # noqa: E402
+from argml.core.labels import AgeMode  # noqa: E402
+from argml.model.age import smoothed_targets  # noqa: E402
+from argml.model.heads import AgeLoss, GroupedAdam, build_heads, compile_model, variable_group  # noqa: E402
 
 FACTORS = {"age": 1.0, "race": 0.1, "gender": 0.1, "backbone": 0.01}
 
 
 @pytest.mark.parametrize("mode, age_classes", [("binned", 9), ("exact", 63)])
 def test_heads_give_distributions_per_task(mode, age_classes):
-    heads = build_heads(1792, mode, hidden_units=128, dropout=0.2)
+    heads = build_heads(1792, AgeMode.of(mode), hidden_units=128, dropout=0.2)
     out = heads.predict(np.random.default_rng(0).normal(size=(5, 1792)).astype("float32"), verbose=0)
     assert {k: v.shape for k, v in out.items()} == {"age": (5, age_classes), "race": (5, 5), "gender": (5, 2)}
     for values in out.values():
@@ -37,14 +38,14 @@ def test_grouped_adam_scales_each_groups_step():
     the step sizes show the per-group rates: age lr, race and gender lr/10, backbone lr/100."""
     features = keras.Input((8,), name="features")
     shared = keras.layers.Dense(8, name="Block8_dense")(features)
-    heads = build_heads(8, "binned", hidden_units=4)
+    heads = build_heads(8, AgeMode.of("binned"), hidden_units=4)
     model = keras.Model(features, heads(shared))
     compile_model(model, 1e-2, FACTORS, {"age": 1.0, "race": 1.0, "gender": 1.0}, age_values=range(9))
     before = {v.path: np.array(v.numpy()) for v in model.trainable_variables}
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 8)).astype("float32")
     ages = rng.integers(1, 80, 32)
-    y = {"age": np.concatenate([smoothed_targets(ages, "binned", 0.0), ages[:, None]], axis=1),
+    y = {"age": np.concatenate([smoothed_targets(ages, AgeMode.of("binned"), 0.0), ages[:, None]], axis=1),
          "race": np.eye(5)[rng.integers(0, 5, 32)], "gender": np.eye(2)[rng.integers(0, 2, 32)]}
     model.train_on_batch(x, y)
     steps = {}

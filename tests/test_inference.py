@@ -1,4 +1,4 @@
-"""argml.inference on its own: a small real Keras model with argml's heads and model.json, real UTKFace faces
+"""argml.serving.inference on its own: a small real Keras model with argml's heads and model.json, real UTKFace faces
 aligned by dlib, no detector and no registry."""
 
 from __future__ import annotations
@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import os
 
-import argml.inference as inference  # first: the import order of torchvision and TensorFlow
+from argml.serving import inference  # first: the import order of torchvision and TensorFlow
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from argml.faces import FaceAligner, decode_image  # noqa: E402
+from argml.data.faces import FaceAligner, decode_image  # noqa: E402
+from conftest import make_card  # noqa: E402
 
 SIZE = 160
 BOX = (20, 20, 180, 180)  # UTKFace's faces fill the middle of the 200x200 image
@@ -22,18 +23,16 @@ def model_dir(tmp_path_factory):
     """model.keras: image -> pooled colour -> argml's three heads; model.json as train writes it."""
     import keras
 
-    from argml.heads import build_heads, class_names
+    from argml.core.labels import AgeMode
+    from argml.model.heads import build_heads
 
     keras.utils.set_random_seed(0)
     image = keras.Input((SIZE, SIZE, 3), name="image")
     pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(image))
-    model = keras.Model(image, build_heads(3, "binned", hidden_units=8)(pooled))
+    model = keras.Model(image, build_heads(3, AgeMode.of("binned"), hidden_units=8)(pooled))
     folder = tmp_path_factory.mktemp("model")
     model.save(folder / "model.keras")
-    description = {"mode": "binned", "input_size": SIZE, "tasks": ["age", "race", "gender"],
-                   "classes": {task: list(names) for task, names in class_names("binned").items()},
-                   "age_values": [3.0, 9.0, 16.0, 23.0, 30.5, 38.5, 46.0, 55.5, 70.0], "align": {"padding": 0.4}}
-    (folder / "model.json").write_text(json.dumps(description))
+    make_card("binned", [3.0, 9.0, 16.0, 23.0, 30.5, 38.5, 46.0, 55.5, 70.0], padding=0.4).save(folder / "model.json")
     return folder
 
 
@@ -84,7 +83,7 @@ def test_settings_fall_back_to_defaults_outside_the_repository(tmp_path):
 
 
 def test_the_pool_says_who_is_due_for_classification():
-    from argml.pooling import TrackPools
+    from argml.live.pooling import TrackPools
 
     pools = TrackPools(forget_after=2)
     pools.seen([1, 2], 0)
@@ -100,21 +99,21 @@ def test_the_pool_says_who_is_due_for_classification():
 
 @pytest.fixture(scope="module")
 def exports(model_dir):
-    from argml import litert
+    from argml.serving import convert
 
-    return {kind: litert.export(model_dir / "model.keras", model_dir / litert.export_name(kind), kind)
-            for kind in litert.KINDS}
+    return {kind: convert.export(model_dir / "model.keras", model_dir / convert.export_name(kind), kind)
+            for kind in convert.KINDS}
 
 
 def test_litert_exports_answer_like_keras(model_dir, exports, images):
-    from argml import litert
+    from argml.serving import litert
 
     classifier = inference.FaceClassifier(model_dir / "model.keras")
     faces = np.stack([classifier.align(image, [BOX])[0] for image in images])
     keras_answers = classifier.classifier.probabilities(faces)
     for kind, path in exports.items():
         lite = litert.LiteClassifier(path, threads=1)
-        assert lite.description == classifier.description  # model.json beside the export
+        assert lite.card == classifier.card  # model.json beside the export
         answers = lite.probabilities(faces)
         for task in ("gender", "race", "age"):
             np.testing.assert_allclose(answers[task], keras_answers[task], atol=1e-5 if kind == "fp32" else 0.05)
@@ -123,8 +122,8 @@ def test_litert_exports_answer_like_keras(model_dir, exports, images):
 
 
 def test_a_changed_export_is_refused(exports, tmp_path):
-    from argml import litert
-    from argml.files import file_digest
+    from argml.core.files import file_digest
+    from argml.serving import litert
 
     digest = file_digest(exports["int8"], "sha256")
     litert.LiteClassifier(exports["int8"], sha256=digest)
@@ -149,7 +148,7 @@ def test_backends_are_chosen_by_what_the_model_is(model_dir, exports):
 
 
 def test_tolerance_counts_losses_not_gains():
-    from argml import litert
+    from argml.evaluation import exports as litert
 
     delta = {"gender.accuracy": -0.004, "race.accuracy": 0.02, "age.accuracy": 0.0, "age.bin_accuracy": -0.001,
              "age.mae": 0.05}
@@ -164,7 +163,7 @@ def test_the_photo_model_decodes_or_explains():
 
     import cv2
 
-    from argml import photos
+    from argml.serving import photos
 
     image = np.zeros((40, 30, 3), np.uint8)
     encoded = base64.b64encode(cv2.imencode(".png", image)[1].tobytes()).decode()

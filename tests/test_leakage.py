@@ -5,7 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from argml import augment, evaluate, facenet, leakage, tfrecords
+from argml.core.labels import VARIANTS
+from argml.data import augment
+from argml.evaluation import leakage
+from argml.evaluation import metrics as evaluate
+from argml.model import facenet
+from conftest import make_card
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +41,7 @@ def test_copy_cosines_pair_each_copy_with_its_source(embeddings_of):
     names, originals, copies = embeddings_of
     copy_names = [f"aug-race-{i:05d}-{name}" for i, name in enumerate(names)]
     file_names = np.array(names + copy_names)
-    variants = np.array([tfrecords.VARIANTS["original"]] * len(names) + [tfrecords.VARIANTS["race"]] * len(names))
+    variants = np.array([VARIANTS["original"]] * len(names) + [VARIANTS["race"]] * len(names))
     shuffled = np.random.default_rng(1).permutation(len(file_names))
     to_source = leakage.copy_cosines(np.vstack([originals, copies])[shuffled], file_names[shuffled],
                                      variants[shuffled])
@@ -65,7 +70,7 @@ def _predictions(files, right):
     labels = {**truth, "file": np.array(files), "age_years": np.full(n, 23), "age_bin": np.full(n, 3),
               "age_class": np.full(n, 22)}
     age_values = [3, 9, 16, 23, 30, 38, 46, 55, 70]
-    return evaluate.row_outcomes(probabilities, labels, {"mode": "binned", "age_values": age_values})
+    return evaluate.row_outcomes(probabilities, labels, make_card("binned", age_values))
 
 
 def test_the_audit_counts_twins_and_splits_the_metrics():

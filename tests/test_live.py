@@ -12,11 +12,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from argml import live, predict
-from argml.pooling import TrackPools
-from argml.synthetic import Person, make_video
+from argml.live import loop
+from argml.live.__main__ import main as live_main
+from argml.live.pooling import TrackPools
+from argml.live.synthetic import Person, make_video
+from argml.serving import predict
 
 pytestmark = pytest.mark.slow
+
+
+def play(source: str, **options) -> dict:
+    """The live loop on `source`, with `options` as `python -m argml.live` takes them."""
+    return loop.run(loop.LiveOptions(source, **options))
 
 FRAMES = 60
 # Three people: A stays, B leaves at frame 20 and returns at 45 (gone longer than forget_after = 15 frames),
@@ -64,7 +71,7 @@ def person_at(box) -> str:
 @pytest.fixture(scope="module")
 def headless_run(video, detector, registry, tmp_path_factory):
     out = tmp_path_factory.mktemp("live")
-    summary = live.run(str(video[0]), detector=detector, headless=True, output=str(out / "annotated.mp4"),
+    summary = play(str(video[0]), detector=detector, headless=True, output=str(out / "annotated.mp4"),
                        jsonl=str(out / "preds.jsonl"), params=str(registry / "params.yaml"))
     records = [json.loads(line) for line in (out / "preds.jsonl").read_text().splitlines()]
     return summary, records, out
@@ -127,7 +134,7 @@ def test_inline_mode_and_an_image_folder_with_a_broken_file(detector, registry, 
     for name in names:
         (folder / name).write_bytes((Path(utkface_dir) / name).read_bytes())
     (folder / "zz_broken.jpg").write_bytes(b"not a jpeg")
-    summary = live.run(str(folder), detector=detector, headless=True, inline=True,
+    summary = play(str(folder), detector=detector, headless=True, inline=True,
                        params=str(registry / "params.yaml"))
     assert summary["frames"] == 3 and summary["unreadable_frames"] == 1
     assert summary["classified_faces"] >= 1
@@ -138,7 +145,7 @@ def test_a_missing_model_says_how_to_make_one(detector, utkface_dir, tmp_path, m
     monkeypatch.chdir(tmp_path)
     image = tmp_path / "face.jpg"
     image.write_bytes((Path(utkface_dir) / sorted(os.listdir(utkface_dir))[0]).read_bytes())
-    code = live.main([str(image), "--detector", detector, "--headless"])
+    code = live_main([str(image), "--detector", detector, "--headless"])
     assert code == 2
     message = capsys.readouterr().err
     assert "models:/argml@champion" in message and "dvc repro" in message and "--model" in message
@@ -289,6 +296,6 @@ def test_litert_and_keras_backends_give_the_same_labels(detector, registry, utkf
         np.testing.assert_allclose(keras_table[f"{task}_probability"], litert_table[f"{task}_probability"], atol=0.15)
     np.testing.assert_allclose(keras_table["age_years"], litert_table["age_years"], atol=3)
 
-    summary = live.run(images[0], detector=detector, headless=True, backend="litert",
+    summary = play(images[0], detector=detector, headless=True, backend="litert",
                        params=str(registry / "params.yaml"))
     assert summary["backend"] == "litert" and summary["frames"] == 1

@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import pytest
 
-from argml import labels
+from argml.data import utkface as labels
 
 pytestmark = pytest.mark.slow
 

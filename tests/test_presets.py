@@ -1,4 +1,4 @@
-"""Presets hold only what they change, and are applied onto params.yaml by argml.presets."""
+"""Presets hold only what they change, and are applied onto params.yaml by `argml presets`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from argml.presets import apply, changes, dotted
+from argml.pipeline.presets import apply, changes, dotted
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = sorted((REPO / "presets").glob("*.yaml"))
@@ -51,7 +51,7 @@ def test_a_key_params_yaml_lacks_or_a_bad_value_leaves_params_yaml_untouched(tmp
 
 def test_the_command_lists_the_changes_and_a_dry_run_writes_nothing(params_copy):
     original = params_copy.read_text()
-    command = [sys.executable, "-m", "argml.presets", str(REPO / "presets" / "gpu.yaml"), "--params", str(params_copy)]
+    command = [sys.executable, "-m", "argml.pipeline.presets", str(REPO / "presets" / "gpu.yaml"), "--params", str(params_copy)]
     dry = subprocess.run([*command, "--dry-run"], capture_output=True, text=True, cwd=REPO, check=True)
     assert "would change" in dry.stdout and "features.from_block: Mixed_7a -> Mixed_6a" in dry.stdout
     assert params_copy.read_text() == original

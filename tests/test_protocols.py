@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from argml import protocols
+from argml.evaluation import protocols
 
 
 def scanned_table():

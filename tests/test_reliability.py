@@ -151,7 +151,7 @@ def test_epochs_missing_from_the_run_are_logged_from_the_history(tmp_path, monke
     """A kill between an epoch's CSV row and its MLflow call leaves a hole that the final history fills."""
     import mlflow
 
-    from argml import tracking
+    from argml.tracking import runs as tracking
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     client = mlflow.MlflowClient()

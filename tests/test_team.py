@@ -27,7 +27,7 @@ def stack():
     """A stack on free loopback ports, in a folder the postgres user can reach (pytest's tmp is 0700)."""
     if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
         pytest.skip("PostgreSQL's initdb/pg_ctl are not installed")
-    from argml import stack as team_stack
+    from argml.stack import engines as team_stack
 
     folder = Path(tempfile.mkdtemp(prefix="argml-stack-"))
     state = team_stack.up(folder, "auto")
@@ -48,7 +48,7 @@ def team_repo(utkface_dir, stack, tmp_path_factory):
     after a whole `dvc repro` with data.limit 300. -> (repo, env, seconds of that repro)."""
     import time
 
-    from argml import stack as team_stack
+    from argml.stack import engines as team_stack
 
     repo = tmp_path_factory.mktemp("team") / "repo"
     env = repository_copy(repo, utkface_dir, {**PIPELINE_PARAMS, "data.limit": str(TEAM_LIMIT)})
@@ -67,7 +67,7 @@ def as_user(stack, monkeypatch):
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", stack[1]["passwords"][user])
         import mlflow
 
-        from argml import stack as team_stack
+        from argml.stack import engines as team_stack
 
         return mlflow.MlflowClient(tracking_uri=team_stack.tracking_uri(stack[1]))
 
@@ -75,8 +75,8 @@ def as_user(stack, monkeypatch):
 
 
 def test_the_pipeline_logs_runs_registry_and_artifacts_to_the_server(team_repo, stack, as_user):
-    from argml import stack as team_stack
-    from argml import tracking
+    from argml.stack import engines as team_stack
+    from argml.tracking import registry as tracking
 
     repo, _, seconds = team_repo
     client = as_user("trainer")
@@ -103,7 +103,7 @@ def test_the_pipeline_logs_runs_registry_and_artifacts_to_the_server(team_repo, 
 def test_unauthenticated_and_read_only_users_are_refused(team_repo, stack, as_user):
     import mlflow
 
-    from argml import stack as team_stack
+    from argml.stack import engines as team_stack
 
     url = f"{team_stack.tracking_uri(stack[1])}/api/2.0/mlflow/experiments/get-by-name?experiment_name=argml"
     with pytest.raises(urllib.error.HTTPError) as refused:
@@ -125,8 +125,8 @@ def test_unauthenticated_and_read_only_users_are_refused(team_repo, stack, as_us
 
 
 def test_the_server_ui_opens_on_the_training_runs_for_a_signed_in_reader(team_repo, stack, as_user, tmp_path):
-    from argml import browser
-    from argml import stack as team_stack
+    from argml.tracking import ui as browser
+    from argml.stack import engines as team_stack
 
     client = as_user("reader")
     experiment = client.get_experiment_by_name("argml")
@@ -139,8 +139,8 @@ def test_the_server_ui_opens_on_the_training_runs_for_a_signed_in_reader(team_re
 
 
 def test_a_teammate_pulls_the_model_and_predicts_with_the_registered_one(team_repo, stack, utkface_dir, tmp_path):
-    from argml import stack as team_stack
-    from argml import tracking
+    from argml.stack import engines as team_stack
+    from argml.tracking import registry as tracking
 
     repo, env, _ = team_repo
     run(["git", "add", "-A"], repo, env)
@@ -222,18 +222,19 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-    from argml.config import load_params
-    from argml.train import train
+    from argml.core.config import load_params
+    from argml.core.labels import AgeMode
+    from argml.model.train import train
 
     features_dir, scratch = sys.argv[1], Path(sys.argv[2])
     settings = dataclasses.replace(load_params(sys.argv[3]).train, head_epochs=1, finetune_epochs=1, dropout=0.0,
                                    batch_size=int(sys.argv[4]))
     losses = {}
     for distribute in ("none", "mirrored"):
-        history, _ = train(features_dir, scratch / distribute / "model", "binned",
-                        dataclasses.replace(settings, distribute=distribute),
-                        checkpoint_dir=scratch / distribute / "checkpoints", log_dir=scratch / distribute / "logs")
-        losses[distribute] = history["loss"].tolist()
+        result = train(features_dir, scratch / distribute / "model", AgeMode.of("binned"),
+                       dataclasses.replace(settings, distribute=distribute),
+                       checkpoint_dir=scratch / distribute / "checkpoints", log_dir=scratch / distribute / "logs")
+        losses[distribute] = result.history["loss"].tolist()
     print("LOSSES " + json.dumps(losses))
 """)
 
@@ -243,13 +244,13 @@ def one_batch_features(source: Path, target: Path, rows: dict[str, int]) -> None
     epoch, so the batch order (Keras' shuffle vs argml's under the strategy) cannot differ."""
     import numpy as np
 
-    from argml import tfrecords
+    from argml.core.labels import VARIANTS
 
     target.mkdir()
     shutil.copy(source / "info.json", target / "info.json")
     for split, count in rows.items():
         labels = dict(np.load(source / f"{split}.labels.npz"))
-        keep = np.flatnonzero(labels["variant"] != tfrecords.VARIANTS["exact_age"])[:count]
+        keep = np.flatnonzero(labels["variant"] != VARIANTS["exact_age"])[:count]
         assert len(keep) == count, f"{split} has {len(keep)} binned examples"
         np.savez(target / f"{split}.labels.npz", **{key: value[keep] for key, value in labels.items()})
         for name in ("lower", "pooled"):

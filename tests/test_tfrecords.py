@@ -1,4 +1,4 @@
-"""argml.tfrecords: sharded records + manifest from real aligned faces, and the tf.data pipeline reading them."""
+"""argml.data.tfrecords: sharded records + manifest from real aligned faces, and the tf.data pipeline reading them."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from argml import augment, labels, tfrecords
-from argml.tfrecords import VARIANTS
+from argml.core import labels
+from argml.core.labels import VARIANTS, AgeMode
+from argml.data import augment, tfrecords, utkface
 
 SHARD_SIZE = 10
 
@@ -21,7 +22,7 @@ def written(aligned_sample, tmp_path_factory):
     """
     split_table, aligned_dir = aligned_sample
     split_table = split_table.drop(columns="path")
-    train = labels.with_files(split_table[split_table["split"] == "train"], aligned_dir)
+    train = utkface.with_files(split_table[split_table["split"] == "train"], aligned_dir)
     planned = augment.plan(train, race_target=1.0, exact_age_target=0.5, seed=7)
     assert set(planned["purpose"]) == {"race", "exact_age"}
     augmented = tmp_path_factory.mktemp("augmented")
@@ -75,7 +76,7 @@ def test_records_hold_the_exact_file_bytes(written):
 
 def test_batches_are_uint8_images_and_dict_targets(written):
     _, folder = written
-    dataset = tfrecords.load_dataset(folder, "train", "binned", batch_size=8)
+    dataset = tfrecords.load_dataset(folder, "train", AgeMode.of("binned"), batch_size=8)
     images, targets = next(iter(dataset))
     assert images.dtype.name == "uint8"
     assert tuple(images.shape) == (8, 160, 160, 3)
@@ -90,9 +91,9 @@ def test_batches_are_uint8_images_and_dict_targets(written):
 @pytest.mark.parametrize("split", labels.SPLITS)
 def test_count_agrees_with_iterating(written, split, mode):
     examples, folder = written
-    dataset = tfrecords.load_dataset(folder, split, mode, batch_size=7)
+    dataset = tfrecords.load_dataset(folder, split, AgeMode.of(mode), batch_size=7)
     iterated = sum(int(images.shape[0]) for images, _ in dataset)
-    assert iterated == tfrecords.count(folder, split, mode)
+    assert iterated == tfrecords.count(folder, split, AgeMode.of(mode))
     rows = examples[examples["split"] == split]
     if mode == "binned":
         rows = rows[rows["variant"] != VARIANTS["exact_age"]]
@@ -102,8 +103,8 @@ def test_count_agrees_with_iterating(written, split, mode):
 def test_binned_excludes_exact_age_copies_and_exact_keeps_them(written):
     examples, folder = written
     train = examples[examples["split"] == "train"]
-    binned = tfrecords.stack_labels(tfrecords.load_dataset(folder, "train", "binned", with_meta=True))
-    exact = tfrecords.stack_labels(tfrecords.load_dataset(folder, "train", "exact", with_meta=True))
+    binned = tfrecords.stack_labels(tfrecords.load_dataset(folder, "train", AgeMode.of("binned"), with_meta=True))
+    exact = tfrecords.stack_labels(tfrecords.load_dataset(folder, "train", AgeMode.of("exact"), with_meta=True))
     binned_files = {f.decode() for f in binned["file"]}
     exact_files = {f.decode() for f in exact["file"]}
     assert exact_files == set(train["file"])
@@ -116,7 +117,7 @@ def test_binned_excludes_exact_age_copies_and_exact_keeps_them(written):
 @pytest.mark.parametrize("split", labels.SPLITS)
 def test_labels_read_back_equal_the_table(written, split, mode):
     examples, folder = written
-    got = tfrecords.stack_labels(tfrecords.load_dataset(folder, split, mode, batch_size=5, with_meta=True))
+    got = tfrecords.stack_labels(tfrecords.load_dataset(folder, split, AgeMode.of(mode), batch_size=5, with_meta=True))
     back = pd.DataFrame({key: value for key, value in got.items()})
     back["file"] = back["file"].map(bytes.decode)
     assert back["file"].is_unique
@@ -147,7 +148,7 @@ def test_bad_split_or_mode_raises(written):
     with pytest.raises(ValueError):
         tfrecords.load_dataset(folder, "holdout")
     with pytest.raises(ValueError):
-        tfrecords.load_dataset(folder, "train", mode="years")
+        tfrecords.load_dataset(folder, "train", mode=AgeMode.of("years"))
 
 
 def test_missing_manifest_says_what_to_run(tmp_path):
@@ -164,7 +165,7 @@ def test_same_examples_give_the_same_bytes_in_any_process(written, tmp_path):
 
     examples, out = written
     examples.to_pickle(tmp_path / "examples.pkl")
-    script = ("import sys, pandas as pd; from argml import tfrecords; "
+    script = ("import sys, pandas as pd; from argml.data import tfrecords; "
               "tfrecords.write_all(pd.read_pickle(sys.argv[1]), sys.argv[2], 10)")
     for seed in ("1", "2"):
         target = tmp_path / seed
@@ -183,16 +184,17 @@ def test_a_feature_cache_from_any_block_gives_the_full_models_outputs(written, f
     whole model's embeddings and pooled features on the same faces (to float16 tolerance)."""
     import numpy as np
 
-    from argml import facenet, features
+    from argml.model import facenet
+    from argml.model import features
 
     _, records = written
     info = features.cache_all(records, tmp_path, from_block, "pooled", batch_size=16)
-    assert info["lower_shape"] == list(facenet.block_input_shape(from_block))
+    assert list(info.lower_shape) == list(facenet.block_input_shape(from_block))
     model = facenet.load_facenet()
     _, upper = facenet.split(model, from_block)
     cached = np.load(tmp_path / "val.lower.npy")
     assert cached.dtype == np.float16
-    dataset = tfrecords.load_dataset(records, "val", "exact", batch_size=64, shuffle=False, with_meta=True)
+    dataset = tfrecords.load_dataset(records, "val", AgeMode.of("exact"), batch_size=64, shuffle=False, with_meta=True)
     images = np.concatenate([batch for batch, _ in dataset.as_numpy_iterator()])
     assert len(images) == len(cached) > 0
     whole = facenet.feature_model(model, "embeddings").predict(images, verbose=0)
@@ -207,13 +209,15 @@ def test_the_protocols_encode_new_faces_as_the_cache_holds_the_heads_input(writt
     add (label-conflicting images, copies of held-out faces) the same way."""
     import numpy as np
 
-    from argml import facenet, features, protocols
+    from argml.model import facenet
+    from argml.model import features
+    from argml.evaluation import protocols
 
     _, records = written
     features.cache_all(records, tmp_path, "Mixed_7a", "bottleneck", batch_size=16)
     cached = protocols.head_arrays(tmp_path)["val"]
     assert cached.shape[1] == 512
-    dataset = tfrecords.load_dataset(records, "val", "exact", batch_size=64, shuffle=False, with_meta=True)
+    dataset = tfrecords.load_dataset(records, "val", AgeMode.of("exact"), batch_size=64, shuffle=False, with_meta=True)
     images = np.concatenate([batch for batch, _ in dataset.as_numpy_iterator()])
     encoder = protocols.HeadFeatures(facenet.CASIA_WEBFACE, "bottleneck", batch_size=3)
     np.testing.assert_allclose(encoder(iter(images), len(images), "val"), cached, rtol=1e-2, atol=1e-2)
@@ -221,7 +225,7 @@ def test_the_protocols_encode_new_faces_as_the_cache_holds_the_heads_input(writt
 
 @pytest.fixture(scope="module")
 def mirrored_cache(written, tmp_path_factory):
-    from argml import features
+    from argml.model import features
 
     _, records = written
     out = tmp_path_factory.mktemp("mirrored_cache")
@@ -234,32 +238,33 @@ def test_the_mirrored_cache_holds_the_block_inputs_of_the_mirrored_training_imag
     same pass; the held-out splits get no mirror."""
     import numpy as np
 
-    from argml import facenet, features
+    from argml.model import facenet
+    from argml.model import features
 
     _, records = written
     info, cache = mirrored_cache
-    assert info["mirror_train"] is True
+    assert info.mirror_train is True
     assert sorted(path.name for path in cache.glob("*.mirrored.lower.npy")) == ["train.mirrored.lower.npy"]
     mirrored, original = np.load(cache / "train.mirrored.lower.npy"), np.load(cache / "train.lower.npy")
     assert mirrored.shape == original.shape and mirrored.dtype == np.float16
-    dataset = tfrecords.load_dataset(records, "train", "exact", batch_size=64, shuffle=False, with_meta=True)
+    dataset = tfrecords.load_dataset(records, "train", AgeMode.of("exact"), batch_size=64, shuffle=False, with_meta=True)
     images = np.concatenate([batch for batch, _ in dataset.as_numpy_iterator()])
     lower, _ = facenet.split(facenet.load_facenet(), "Mixed_7a")
     expected = lower.predict(images[:, :, ::-1], verbose=0)
     np.testing.assert_allclose(mirrored.astype(np.float32), expected, rtol=1e-2, atol=1e-2)
     assert np.abs(mirrored.astype(np.float32) - original).mean() > 10 * np.abs(mirrored - expected).mean()
-    assert features.load_split(cache, "train", "binned")["mirrored"] is not None
-    assert features.load_split(cache, "val", "binned")["mirrored"] is None
+    assert features.load_split(cache, "train", AgeMode.of("binned"))["mirrored"] is not None
+    assert features.load_split(cache, "val", AgeMode.of("binned"))["mirrored"] is None
 
 
 def test_training_batches_read_each_example_once_per_epoch_from_its_original_or_its_mirror(mirrored_cache):
     import numpy as np
 
-    from argml import features
-    from argml.train import CachedBatches
+    from argml.model import features
+    from argml.model.train import CachedBatches
 
     _, cache = mirrored_cache
-    split = features.load_split(cache, "train", "exact")
+    split = features.load_split(cache, "train", AgeMode.of("exact"))
     batches = CachedBatches(split["lower"], split["index"], split["targets"], 8, shuffle=True,
                             mirrored=split["mirrored"])
     flips = []

@@ -131,8 +131,9 @@ def test_pyfunc_and_predict_answer_as_evaluate_did(pipeline_repo, mlflow_client,
     import mlflow
     import pandas as pd
 
-    from argml import predict, tfrecords
-    from argml.labels import AGE_BIN_NAMES
+    from argml import predict
+    from argml.data import tfrecords
+    from argml.data.utkface import AGE_BIN_NAMES
 
     copy, _, _ = pipeline_repo
     # The faces exactly as evaluate decoded them from the TFRecords, written losslessly for argml.predict.
@@ -340,8 +341,8 @@ def wait_for_url(url: str, server: subprocess.Popen, seconds: float) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_the_litert_exports_are_measured_against_keras(pipeline_repo, mlflow_client, mode):
-    from argml import litert
-    from argml.files import file_digest
+    from argml.serving import litert
+    from argml.core.files import file_digest
 
     copy, _, _ = pipeline_repo
     report = json.loads((copy / "reports" / mode / "export.json").read_text())

@@ -1,0 +1,18 @@
+"""Benchmarks: one module per benchmark, each with `add_arguments(parser)` and `run(args) -> figures`;
+`argml bench NAME` runs one and writes reports/bench/NAME.json (argml.bench.report)."""
+
+from __future__ import annotations
+
+import importlib
+
+BENCHMARKS = {  # name -> what it measures (the module argml.bench.<name> does it)
+    "facenet": "FaceNet load times, forward throughput, the features stage on Keras vs LiteRT",
+    "finetune": "fine-tuning images/s from each start block",
+    "live": "end-to-end FPS of the live loop on 1, 3 and 12 real faces",
+    "photos": "latency of a served photo model under concurrent clients",
+    "tracking": "team mode's cost: pipeline stages against the MLflow server vs SQLite",
+}
+
+
+def load(name: str):
+    return importlib.import_module(f"argml.bench.{name}")

@@ -1,0 +1,21 @@
+"""The params stage's check: all of params.yaml, including what needs the model code (FaceNet's block names,
+a weights file), before any other stage runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from argml.core.config import Params, load_params
+
+
+def check_params(path: str | Path = "params.yaml") -> Params:
+    """load_params plus the checks that need other modules: the FaceNet block exists, a weights path exists."""
+    params = load_params(path)
+    from argml.model import facenet  # imports Keras: only here, not for every load
+
+    facenet.block_index(params.features.from_block)  # ValueError naming the known blocks
+    weights = params.features.weights
+    if weights != facenet.CASIA_WEBFACE and not Path(weights).expanduser().is_file():
+        raise ValueError(f"params: features.weights must be {facenet.CASIA_WEBFACE!r} or an existing "
+                         f".pt file, got {weights!r}")
+    return params

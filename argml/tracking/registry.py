@@ -1,0 +1,84 @@
+"""The MLflow model registry: which version an alias names, provenance tags, and the champion alias.
+
+argml registers two models per age mode: `argml` (aligned faces in, argml.serving.pyfunc) and `argml-photos`
+(encoded photos in, argml.serving.photos); their versions carry the git commit, the age mode and the sha256
+of the files that make them, so a local `dvc pull` and a registered version can be told apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import mlflow
+
+from argml.core.files import file_digest
+from argml.tracking.runs import EXPERIMENT, configure
+
+MODEL_TAG = "model_sha256"  # on a training run and on every version registered from it: the model_digest
+
+
+def model_digest(model_dir: str | Path) -> str:
+    """sha256 over the files that make a trained model: model.keras and model.json."""
+    model_dir = Path(model_dir)
+    parts = [file_digest(model_dir / name, "sha256") for name in ("model.keras", "model.json")]
+    return hashlib.sha256(" ".join(parts).encode()).hexdigest()
+
+
+def mark_run(run_id: str, model_dir: str | Path) -> None:
+    """Tag the training run with the digest of the model it made, so later stages find it (run_of)."""
+    mlflow.MlflowClient().set_tag(run_id, MODEL_TAG, model_digest(model_dir))
+
+
+def run_of(model_dir: str | Path) -> str:
+    """The id of the MLflow run that made the model in `model_dir` (the newest, if several made these bytes).
+    The model's folder holds no run id of its own: it is a DVC output, and must not differ between runs."""
+    digest = model_digest(model_dir)
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    found = [] if experiment is None else mlflow.MlflowClient().search_runs(
+        [experiment.experiment_id], f"tags.{MODEL_TAG} = '{digest}'", order_by=["attributes.start_time DESC"],
+        max_results=1)
+    if not found:
+        raise FileNotFoundError(f"no run in the MLflow store {mlflow.get_tracking_uri()} made the model in "
+                                f"{model_dir}: run `dvc repro` (train) against this store")
+    return found[0].info.run_id
+
+
+def registered_version(uri: str):
+    """The model version a models:/NAME@ALIAS or models:/NAME/VERSION URI names; None for other URIs."""
+    if not uri.startswith("models:/"):
+        return None
+    name, _, selector = uri[len("models:/"):].partition("@")
+    client = mlflow.MlflowClient()
+    if selector:
+        return client.get_model_version_by_alias(name, selector)
+    name, _, number = name.partition("/")
+    return client.get_model_version(name, number) if number.isdigit() else None
+
+
+def local_model_mismatch(uri: str, models_dir: str | Path = "data/models") -> str | None:
+    """A warning when the pipeline's local model of the same age mode (e.g. from `dvc pull`) is not the
+    registered version `uri` names; None when they match or there is nothing to compare."""
+    try:
+        version = registered_version(uri)
+    except mlflow.exceptions.MlflowException:
+        return None
+    if version is None or "model_sha256" not in version.tags:
+        return None
+    local = Path(models_dir) / version.tags.get("age_mode", "")
+    if not (local / "model.keras").exists() or not (local / "model.json").exists():
+        return None
+    if model_digest(local) == version.tags["model_sha256"]:
+        return None
+    return (f"{local} is not the model {uri} names (version {version.version}, git commit "
+            f"{version.tags.get('git_commit', '?')[:12]}): the registry and this checkout's DVC outputs differ; "
+            f"`dvc pull` at that commit, or pass --model {local}/model.keras to use the local one")
+
+
+def set_champion(model_name: str, mode: str) -> int:
+    """Point alias `champion` at the version that carries alias `mode`."""
+    configure(create=True)
+    client = mlflow.MlflowClient()
+    version = int(client.get_model_version_by_alias(model_name, mode).version)
+    client.set_registered_model_alias(model_name, "champion", version)
+    return version

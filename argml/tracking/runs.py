@@ -1,0 +1,142 @@
+"""MLflow runs: the store, one run per training, per-epoch and test metrics, artifacts.
+
+Tracking URI: $MLFLOW_TRACKING_URI, else `sqlite:///mlflow.db` in the current folder (the repository root
+when run by DVC), with artifacts in `mlruns/` beside it. DVC decides what reruns; MLflow records what ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from argml.core.files import Terminated  # noqa: E402
+
+EXPERIMENT = "argml"
+# MLflow 3's UI opens an experiment of this kind on its training runs, not on the GenAI (traces) overview.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def configure(create: bool = False) -> str:
+    """Point MLflow at $MLFLOW_TRACKING_URI, else ./mlflow.db. Only the pipeline (`create`) makes a new
+    store and the experiment; readers (live, predict) get FileNotFoundError instead of an empty mlflow.db."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        local = Path("mlflow.db").resolve()
+        if not create and not local.exists():
+            raise FileNotFoundError(f"no MLflow store: {local} does not exist and MLFLOW_TRACKING_URI is unset; "
+                                    "run from the repository after `dvc repro`, set MLFLOW_TRACKING_URI, or pass "
+                                    "--model path/to/model.keras")
+        uri = f"sqlite:///{local}"
+    mlflow.set_tracking_uri(uri)
+    if not create:
+        return uri
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        # A server keeps (or proxies) artifacts where it was told to; the local store keeps them in ./mlruns.
+        location = None if uri.startswith(("http://", "https://")) else Path("mlruns").resolve().as_uri()
+        mlflow.create_experiment(EXPERIMENT, artifact_location=location, tags=EXPERIMENT_TAGS)
+    elif any(experiment.tags.get(key) != value for key, value in EXPERIMENT_TAGS.items()):
+        for key, value in EXPERIMENT_TAGS.items():
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
+    mlflow.set_experiment(EXPERIMENT)
+    return uri
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+@contextlib.contextmanager
+def training_run(mode: str, params: dict[str, object], resume_file: str | Path):
+    """An MLflow run that is open while its block runs: FINISHED if the block ends normally, KILLED on
+    SIGTERM/Ctrl-C, FAILED on an error. A run left open by a killed training (its id in `resume_file`) is
+    reopened instead of starting a new one, so a resumed training stays one run. Yields the run id."""
+    configure(create=True)
+    resume_file = Path(resume_file)
+    run_id = json.loads(resume_file.read_text())["run_id"] if resume_file.exists() else None
+    if run_id and _run_status(run_id) not in ("RUNNING", "KILLED", "FAILED"):
+        run_id = None
+    commit = git_commit()
+    if run_id:
+        run = mlflow.start_run(run_id=run_id)
+        print(f"MLflow: resuming run {run_id} ({mode})")
+    else:
+        tags = {"age_mode": mode, "git_commit": commit, "mlflow.source.git.commit": commit}
+        experiment = os.environ.get("DVC_EXP_NAME")  # set by `dvc exp run`: the same name in `dvc exp show`
+        if experiment:
+            tags["dvc_exp_name"] = experiment
+        run = mlflow.start_run(run_name=f"{experiment}-{mode}" if experiment else mode, tags=tags)
+        mlflow.log_params({key: str(value) for key, value in params.items()})
+        resume_file.parent.mkdir(parents=True, exist_ok=True)
+        resume_file.write_text(json.dumps({"run_id": run.info.run_id}) + "\n")
+    try:
+        yield run.info.run_id
+    except (KeyboardInterrupt, Terminated):
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run("FINISHED")
+
+
+def _run_status(run_id: str) -> str | None:
+    try:
+        return mlflow.MlflowClient().get_run(run_id).info.status
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def epoch_logger(run_id: str):
+    """on_epoch(step, logs) for argml.train: logs an epoch's scalar metrics at `step`."""
+    client = mlflow.MlflowClient()
+
+    def log(step: int, logs: dict) -> None:
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[mlflow.entities.Metric(key, float(value), now, step)
+                                          for key, value in logs.items() if np.isscalar(value)])
+
+    return log
+
+
+def log_missing_epochs(run_id: str, history: pd.DataFrame) -> int:
+    """Logs the epochs of `history` (the CSV logs, which survive a kill) that the run lacks: a kill between
+    the CSV row and the MLflow call would otherwise leave a hole in the curves. Returns how many were added."""
+    client = mlflow.MlflowClient()
+    metric_names = [name for name in history.columns if name not in ("epoch", "phase")]
+    logged = {name: {m.step for m in client.get_metric_history(run_id, name)} for name in metric_names}
+    now = int(time.time() * 1000)
+    missing = [mlflow.entities.Metric(name, float(row[name]), now, int(row["epoch"]))
+               for _, row in history.iterrows() for name in metric_names
+               if int(row["epoch"]) not in logged[name] and pd.notna(row[name])]
+    for start in range(0, len(missing), 1000):  # log_batch takes at most 1000 metrics
+        client.log_batch(run_id, metrics=missing[start:start + 1000])
+    return len(missing)
+
+
+def log_artifacts(run_id: str, paths: list[str | Path], folder: str | None = None) -> None:
+    client = mlflow.MlflowClient()
+    for path in map(Path, paths):
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), f"{folder}/{path.name}" if folder else path.name)
+        elif path.exists():
+            client.log_artifact(run_id, str(path), folder)
+
+
+def log_test_metrics(run_id: str, metrics: dict[str, float], prefix: str = "test") -> None:
+    client = mlflow.MlflowClient()
+    for key, value in metrics.items():
+        client.log_metric(run_id, f"{prefix}.{key}", value)
