@@ -233,11 +233,23 @@ def finetune(finetune_model: keras.Model, data: TrainingData, settings: TrainPar
     return _phase_history(checkpoint_dir, "finetune")
 
 
+VALIDATION_FILE = "validation.npz"  # beside model.json: the model's answers on its own validation split
+
+
+def save_validation(path: Path, probabilities: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> None:
+    """The model's probabilities per task on the validation split, with the faces' true labels: what its
+    errors look like on faces it never trained on (audits correct collection shares with them)."""
+    np.savez_compressed(path, **{f"probabilities_{task}": values.astype(np.float32)
+                                 for task, values in probabilities.items()},
+                        **{f"true_{key}": labels[key] for key in ("gender", "race", "age_bin", "age_class", "age_years")})
+
+
 def train(features_dir: str | Path, model_dir: str | Path, mode: AgeMode, settings: TrainParams,
           checkpoint_dir: str | Path, log_dir: str | Path, on_epoch=None,
           align: AlignParams | None = None) -> TrainingResult:
-    """Train both phases; write `model.keras` and its card `model.json` (the feature cache's settings, the age
-    values, the read-out chosen on validation and `align`, how the faces were aligned) into `model_dir`.
+    """Train both phases; write `model.keras`, its card `model.json` (the feature cache's settings, the age
+    values, the read-out chosen on validation and `align`, how the faces were aligned) and its answers on the
+    validation split (`validation.npz`, see save_validation) into `model_dir`.
 
     A run killed part-way resumes from `checkpoint_dir` (see prepare_checkpoints): a finished heads phase is
     not redone, fine-tuning goes on from its last finished epoch, and the history holds every finished epoch
@@ -267,5 +279,6 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: AgeMode, settin
     model_dir.mkdir(parents=True, exist_ok=True)
     model.save(model_dir / "model.keras")
     card.save(model_dir / "model.json")
+    save_validation(model_dir / VALIDATION_FILE, validation, data.val["labels"])
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # done: a later run starts afresh
     return TrainingResult(history, card, scores, validation, data.val["labels"])

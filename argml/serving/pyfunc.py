@@ -56,7 +56,8 @@ def log_model(run_id: str, model_dir: str | Path, example_faces: np.ndarray, mod
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model", python_model=ArgmlPyfunc(),
-            artifacts={"keras_model": str(model_dir / "model.keras"), "description": str(model_dir / "model.json")},
+            artifacts={"keras_model": str(model_dir / "model.keras"), "description": str(model_dir / "model.json"),
+                       "validation": str(model_dir / "validation.npz")},
             signature=signature, input_example=example, pip_requirements=_requirements(),
             metadata={"input": "aligned RGB faces [N, 160, 160, 3], integers 0-255"},
             code_paths=[str(PACKAGE)],  # loads where argml is not installed
