@@ -3,7 +3,7 @@
 Reads MODEL_DIR and TFRECORDS_DIR; writes in REPORT_DIR metrics.json (DVC metrics), per_class.csv,
 per_group.csv, fairness.csv, predictions.csv (DVC confusion plots) and confusion_<task>.png. Logs the
 test metrics, these files, history and TensorBoard logs to the mode's MLflow run, and registers the model
-with alias MODE. Params: evaluate.*, mlflow.model_name.
+with alias MODE, its model card (argml.evaluation.model_card) beside it. Params: evaluate.*, mlflow.model_name.
 """
 
 import argparse
@@ -17,10 +17,10 @@ from argml.core.errors import stage
 from argml.core.files import write_json
 from argml.core.labels import AgeMode
 from argml.data import tfrecords
-from argml.evaluation import metrics
+from argml.evaluation import metrics, model_card
 from argml.serving import pyfunc
 from argml.serving.classifier import Classifier
-from argml.tracking import registry, runs
+from argml.tracking import cards, registry, runs
 
 
 @stage("evaluate")
@@ -50,6 +50,8 @@ def main() -> int:
     runs.log_artifacts(run_id, [report_dir / "tensorboard"])
     example = next(test.take(1).as_numpy_iterator())[0][:1].astype(np.uint8)
     version = pyfunc.log_model(run_id, model_dir, example, params.mlflow.model_name, mode.name)
+    cards.attach(params.mlflow.model_name, version,
+                 *model_card.from_reports(report_dir, mode.name, params.evaluate, params.mlflow.model_name))
     headline = {key: document[task][metric] for key, (task, metric) in {
         "gender": ("gender", "accuracy"), "race": ("race", "accuracy"), "age_bins": ("age", "bin_accuracy"),
         "age_mae": ("age", "mae")}.items()}
