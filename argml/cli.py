@@ -19,6 +19,7 @@ COMMANDS = {  # name -> (module with main(argv, prog), what it does)
     "stack": ("argml.stack.engines", "team mode: PostgreSQL, S3 and the MLflow server on 127.0.0.1"),
     "presets": ("argml.pipeline.presets", "apply a preset (e.g. presets/gpu.yaml) onto params.yaml"),
     "ensemble": ("argml.evaluation.ensemble", "measure an ensemble of trained models on the feature cache"),
+    "docs": ("argml.pipeline.docs", "write the docs' generated tables and model cards from the committed reports"),
     "ui": ("argml.tracking.ui", "open an MLflow UI page in headless Chromium, check its text, screenshot it"),
 }
 

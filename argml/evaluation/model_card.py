@@ -19,7 +19,7 @@ import pandas as pd
 
 from argml.core import markdown
 from argml.core.config import EvaluateParams
-from argml.core.labels import TASKS, AgeMode
+from argml.core.labels import AGE_BIN_NAMES, TASKS, AgeMode
 
 # The figures a reader compares first: (metric, name, higher is better).
 HEADLINE = (("gender.accuracy", "gender accuracy", True), ("race.accuracy", "race accuracy", True),
@@ -106,6 +106,8 @@ class Evaluation:
 
     def group_table(self, grouping: str) -> str:
         part = self.groups[self.groups["grouping"] == grouping]
+        if grouping == "age_bin":  # youngest first, not in the file's alphabetical order
+            part = part.sort_values("group", key=lambda names: names.map(AGE_BIN_NAMES.index), kind="stable")
         rows = []
         for group, members in part.groupby("group", sort=False):
             by_metric = members.set_index("metric")
