@@ -49,6 +49,14 @@ ODD_DATETIME_NAMES = {
 }
 
 
+def pytest_collection_modifyitems(config, items):
+    """Test tiers (pyproject.toml's markers): a test that uses the whole small pipeline is slow wherever it is
+    written, so it never lands in `make test-fast` by mistake."""
+    for item in items:
+        if "pipeline_repo" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 def _labels_from_name(name: str):
     """Independent of argml: (age, gender, race) of a regular name, None otherwise."""
     if name in TYPO_NAMES:
