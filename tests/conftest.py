@@ -49,11 +49,35 @@ ODD_DATETIME_NAMES = {
 }
 
 
+# Test tiers (pyproject.toml's markers). Besides the modules marked `slow` and every test that uses the whole small
+# pipeline (pipeline_repo), these run FaceNet end to end on real faces, train or export a model, or start a
+# TensorFlow subprocess: each took 15 s to minutes on the 2-CPU development machine (`--durations`), so they run in
+# `make test` and `make test-fast` stays within 3 minutes. A module's path stands for all of its tests.
+SLOW_TESTS = {
+    "tests/test_facenet.py",  # its `model` fixture builds FaceNet and loads its weights
+    "tests/test_tfrecords.py::test_same_examples_give_the_same_bytes_in_any_process",
+    "tests/test_tfrecords.py::test_a_feature_cache_from_any_block_gives_the_full_models_outputs",
+    "tests/test_tfrecords.py::test_the_protocols_encode_new_faces_as_the_cache_holds_the_heads_input",
+    "tests/test_tfrecords.py::test_the_mirrored_cache_holds_the_block_inputs_of_the_mirrored_training_images",
+    "tests/test_tfrecords.py::test_training_batches_read_each_example_once_per_epoch_from_its_original_or_its_mirror",
+    "tests/test_leakage.py::test_an_augmented_copy_finds_its_own_source",
+    "tests/test_leakage.py::test_copy_cosines_pair_each_copy_with_its_source",
+    "tests/test_inference.py::test_faces_are_aligned_as_recorded_and_classified_as_one_batch",
+    "tests/test_inference.py::test_a_model_without_a_recorded_alignment_is_refused",
+    "tests/test_inference.py::test_litert_exports_answer_like_keras",
+    "tests/test_inference.py::test_a_changed_export_is_refused",
+    "tests/test_inference.py::test_backends_are_chosen_by_what_the_model_is",
+    "tests/test_presets.py::test_the_command_lists_the_changes_and_a_dry_run_writes_nothing",
+}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Test tiers (pyproject.toml's markers): a test that uses the whole small pipeline is slow wherever it is
-    written, so it never lands in `make test-fast` by mistake."""
+    """Mark `slow` what SLOW_TESTS names, and every test that uses pipeline_repo wherever it is written, so a new
+    pipeline test never lands in `make test-fast` by mistake."""
     for item in items:
-        if "pipeline_repo" in getattr(item, "fixturenames", ()):
+        test = item.nodeid.split("[")[0]
+        if (test in SLOW_TESTS or test.split("::")[0] in SLOW_TESTS
+                or "pipeline_repo" in getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
 
