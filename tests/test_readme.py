@@ -70,8 +70,16 @@ def test_readme_is_one_screen_and_names_the_test_command():
     assert any(line.startswith("make test ") for block in bash_blocks() for line in block)
 
 
-@pytest.mark.parametrize("command", ["argml --help", "python -m argml.live --help", "python -m argml.predict --help",
-                                     "argml live --help", "argml predict --help", "argml docs --help"])
+# `live` and `predict` import TensorFlow, torch and Ultralytics before they parse their arguments (tens of seconds
+# on a busy 2-CPU machine), so their --help checks run in the slow tier.
+HEAVY = pytest.mark.slow
+
+
+@pytest.mark.parametrize("command", ["argml --help", "argml docs --help",
+                                     pytest.param("python -m argml.live --help", marks=HEAVY),
+                                     pytest.param("python -m argml.predict --help", marks=HEAVY),
+                                     pytest.param("argml live --help", marks=HEAVY),
+                                     pytest.param("argml predict --help", marks=HEAVY)])
 def test_entry_points_answer_help(command):
     executable, *rest = shlex.split(command)
     argv = ([sys.executable, "-m", "argml.cli", *rest] if executable == "argml"

@@ -144,11 +144,13 @@ def demo(report: dict) -> str:
              f"{person['frames_labelled']} / {person['frames_in_view']}", len(person["tracks"]),
              *(markdown.percent(person[f"{task}_match"], 0) for task in ("gender", "race", "age"))]
             for person in report["per_person"]]
+    counts = [f"{report[key]} {name}" for key, name in (("frames", "frames"), ("people", "people"), ("tracks", "tracks"),
+                                                         ("pool_resets", "pool reset(s)"),
+                                                         ("classified_faces", "faces classified")) if key in report]
+    backend = f" on {report['backend']}" if "backend" in report else ""
     return (markdown.table(["person (true labels)", "frames labelled / in view", "tracks",
                             "pooled gender matched", "race", "9-bin age"], rows)
-            + f"\n\n{report['frames']} frames, {report['people']} people, {report['tracks']} tracks, "
-            f"{report['pool_resets']} pool reset(s), {report['classified_faces']} faces classified "
-            f"({report['backend']}). From `reports/demo.json` (stage `demo`).")
+            + f"\n\n{', '.join(counts)}{backend}. From `reports/demo.json` (stage `demo`).")
 
 
 # ---- benchmarks ------------------------------------------------------------------------------------------
