@@ -19,10 +19,11 @@ export YOLO_CONFIG_DIR ?= $(CURDIR)/.cache/ultralytics
 export YOLO_OFFLINE = 1
 export MLFLOW_DISABLE_TELEMETRY = true
 export TF_CPP_MIN_LOG_LEVEL = 2
+export NO_MKDOCS_2_WARNING = 1
 # Debian's PostgreSQL keeps initdb and pg_ctl off PATH; an initdb already on PATH comes first.
 PG_BIN := $(lastword $(sort $(wildcard /usr/lib/postgresql/*/bin)))
 export PATH := $(CURDIR)/$(BIN):$(PATH)$(if $(PG_BIN),:$(PG_BIN))
-# Debian's nginx, unpacked by scripts/install-system-packages.sh (the reverse-proxy test runs it).
+# Debian's nginx, unpacked by scripts/install-system-packages.sh (the reverse-proxy test runs it), else one on PATH.
 NGINX := $(CURDIR)/.cache/nginx/usr/sbin/nginx
 
 STACK_DIR ?= .stack
@@ -47,7 +48,8 @@ system-packages:
 	scripts/install-system-packages.sh
 
 test: setup system-packages
-	ARGML_NGINX=$${ARGML_NGINX:-$(NGINX)} $(BIN)/python -m pytest $(PYTEST_ARGS)
+	ARGML_NGINX=$${ARGML_NGINX:-$$(test -x $(NGINX) && echo $(NGINX) || command -v nginx)} \
+	  $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
