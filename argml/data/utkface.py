@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from argml.core.errors import BadInput
 from argml.core.files import atomic_path, file_digest, is_image_name
 from argml.core.labels import AGE_BIN_NAMES, GENDERS, RACES, SPLITS, age_bin, age_class
 
@@ -28,7 +29,7 @@ class Parsed:
     note: str = ""  # non-empty when the name was irregular but unambiguous
 
 
-class MalformedName(ValueError):
+class MalformedName(BadInput):
     pass
 
 
@@ -73,7 +74,7 @@ def scan(folder: str | Path) -> tuple[pd.DataFrame, list[dict]]:
         rows.append({"file": name, "md5": file_digest(folder / name), "age": parsed.age,
                      "gender": parsed.gender, "race": parsed.race})
     if not rows:
-        raise ValueError(f"none of the {len(names)} images in {folder} has a parsable UTKFace name "
+        raise BadInput(f"none of the {len(names)} images in {folder} has a parsable UTKFace name "
                          "(age_gender_race_datetime.jpg.chip.jpg)")
     table = pd.DataFrame(rows)
     table["age_bin"] = table["age"].map(age_bin)
@@ -125,7 +126,7 @@ def stratified_keys(groups: pd.Series, seed: int) -> np.ndarray:
 def sample(table: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
     """A stratified sample of exactly `limit` rows (all rows when limit is 0 or too large)."""
     if limit < 0:
-        raise ValueError(f"data.limit must be >= 0, got {limit}")
+        raise BadInput(f"data.limit must be >= 0, got {limit}")
     if limit == 0 or limit >= len(table):
         return table
     keys = stratified_keys(strata(table), seed)
@@ -139,7 +140,7 @@ def split(table: pd.DataFrame, val_fraction: float, test_fraction: float, seed: 
     stratum's share of each split is right to within about one image.
     """
     if not (0 < val_fraction and 0 < test_fraction and val_fraction + test_fraction < 1):
-        raise ValueError(f"bad split fractions val={val_fraction} test={test_fraction}")
+        raise BadInput(f"bad split fractions val={val_fraction} test={test_fraction}")
     rank = np.argsort(np.argsort(stratified_keys(strata(table), seed), kind="stable"), kind="stable")
     n_val, n_test = round(val_fraction * len(table)), round(test_fraction * len(table))
     n_train = len(table) - n_val - n_test

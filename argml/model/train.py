@@ -24,6 +24,7 @@ import pandas as pd
 from argml.core.card import FeatureCache, ModelCard, Readout
 from argml.core.config import AlignParams, TrainParams
 from argml.core.labels import TASK_CLASSES, AgeMode
+from argml.core.errors import BadInput
 from argml.model import facenet, features
 from argml.model.age import choose_readout, smoothed_targets
 from argml.model.batches import CachedBatches, pooled_block_inputs, predict_cached
@@ -123,7 +124,7 @@ def distribution_scope(distribute: str):
     if distribute == "none":
         return contextlib.nullcontext()
     if keras.backend.backend() != "tensorflow":
-        raise ValueError(f"train.distribute: {distribute} needs the TensorFlow backend, not {keras.backend.backend()}")
+        raise BadInput(f"train.distribute: {distribute} needs the TensorFlow backend, not {keras.backend.backend()}")
     import tensorflow as tf
 
     devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")

@@ -32,6 +32,7 @@ import hashlib  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from argml.core.errors import BadInput, Unavailable  # noqa: E402
 from argml.core.files import cache_dir, file_digest  # noqa: E402
 from argml.data.download import ChecksumError, download_file  # noqa: E402
 
@@ -71,7 +72,7 @@ def resolve_detector(source: str | None = None, sha256: str = "") -> Path:
     if urlparse(source).scheme in ("http", "https"):
         path = _cached_download(source, sha256)
     elif urlparse(source).scheme:
-        raise ValueError(f"face detector {source!r}: only http(s) URLs and local paths are supported")
+        raise BadInput(f"face detector {source!r}: only http(s) URLs and local paths are supported")
     else:
         path = Path(source).expanduser()
         if not path.is_file():
@@ -79,7 +80,7 @@ def resolve_detector(source: str | None = None, sha256: str = "") -> Path:
         if sha256:
             _check_digest(path, sha256)
     if path.suffix.lower() not in FORMATS:
-        raise ValueError(f"face detector {path.name}: use an Ultralytics YOLO model in one of {', '.join(FORMATS)}")
+        raise BadInput(f"face detector {path.name}: use an Ultralytics YOLO model in one of {', '.join(FORMATS)}")
     return path
 
 
@@ -100,7 +101,7 @@ def _cached_download(url: str, sha256: str) -> Path:
         try:
             download_file(url, target, sha256)
         except requests.RequestException as error:
-            raise RuntimeError(f"face detector {url} could not be downloaded: {error}") from None
+            raise Unavailable(f"face detector {url} could not be downloaded: {error}") from None
         recorded.write_text(file_digest(target, "sha256") + "\n")
     _check_digest(target, sha256 or recorded.read_text().strip())
     return target
@@ -126,7 +127,7 @@ class FaceDetector:
             self.model = YOLO(str(model_path))
         except Exception as error:  # noqa: BLE001 (Ultralytics raises many kinds for a bad file)
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ValueError(f"face detector {model_path} could not be loaded as an Ultralytics YOLO model "
+            raise BadInput(f"face detector {model_path} could not be loaded as an Ultralytics YOLO model "
                              f"(refused or damaged: {first_line})") from None
         self.confidence, self.imgsz = confidence, imgsz
 

@@ -28,6 +28,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from argml.core import errors
+
 DEFAULT_PORTS = {"postgres": 5432, "s3": 9000, "mlflow": 5000}
 HOST = "127.0.0.1"
 BUCKETS = {"mlflow": "argml-mlflow", "dvc": "argml-dvc"}
@@ -36,7 +38,7 @@ USERS = {"trainer": None, "reader": "READ"}  # created by `up`: trainer runs the
 S3_REGION = "us-east-1"
 
 
-class StackError(RuntimeError):
+class StackError(errors.Unavailable):
     pass
 
 
@@ -330,6 +332,7 @@ def client_env(state: dict, user: str = "trainer") -> dict[str, str]:
             "AWS_DEFAULT_REGION": S3_REGION, "ARGML_S3_ENDPOINT": s3_endpoint(state)}
 
 
+@errors.command("argml.stack")
 def main(argv: list[str] | None = None, prog: str = "python -m argml.stack") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from argml.core.errors import command
+from argml.core.errors import Unavailable, command
 
 BROWSERS = ("chromium-headless-shell", "chromium", "chromium-browser")
 
@@ -88,7 +88,7 @@ def _devtools_port(profile: Path, browser: subprocess.Popen, timeout: float) -> 
     marker = profile / "DevToolsActivePort"
     while time.monotonic() < deadline:
         if browser.poll() is not None:
-            raise RuntimeError(f"Chromium exited with code {browser.returncode} before it opened DevTools")
+            raise Unavailable(f"Chromium exited with code {browser.returncode} before it opened DevTools")
         if marker.exists() and (lines := marker.read_text().splitlines()):
             return int(lines[0])
         time.sleep(0.1)
@@ -112,9 +112,9 @@ async def _drive(port: int, url: str, out: Path | None, expect: tuple[str, ...],
                     reply = json.loads(message.data)
                     if reply.get("id") == number:
                         if "error" in reply:
-                            raise RuntimeError(f"DevTools {method}: {reply['error']}")
+                            raise Unavailable(f"DevTools {method}: {reply['error']}")
                         return reply.get("result", {})
-                raise RuntimeError("Chromium closed the DevTools connection")
+                raise Unavailable("Chromium closed the DevTools connection")
 
             await call("Network.enable")
             if headers:
