@@ -92,7 +92,10 @@ def decode(data: bytes, name: str = "image", limits: Limits = Limits(), flags: i
     import cv2
 
     check(data, name, limits)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR if flags is None else flags)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR if flags is None else flags)
+    except cv2.error:  # OpenCV 5 raises for some damaged files where 4 returned None
+        image = None
     if image is None or image.size == 0:
         raise ImageError(f"{name}: not a readable {image_format(data)} image (its data is damaged)")
     return image
