@@ -8,6 +8,7 @@ setting's range or choices stand beside it (`setting(...)`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -215,6 +216,8 @@ def _check_type(where: str, value, expected):
 
 def _check_value(where: str, value, rule: typing.Mapping):
     low, high, choices = rule.get("low"), rule.get("high"), rule.get("choices")
+    if isinstance(value, float) and not math.isfinite(value):  # NaN passes every comparison
+        raise ParamsError(f"params: {where} must be a finite number, got {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise ParamsError(f"params: {where} must be {bounds}, got {value!r}")

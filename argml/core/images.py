@@ -31,8 +31,11 @@ MAX_PIXELS_CEILING = 2 * 89_478_485
 MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
 
 
+REASONS = ("empty", "missing", "too-large", "not-an-image", "truncated")
+
+
 class ImageError(BadInput):
-    """An image that argml will not decode. `reason`: empty, missing, too-large, not-an-image, truncated."""
+    """An image that argml will not decode; `reason` is one of REASONS."""
 
     def __init__(self, message: str, reason: str = "not-an-image"):
         super().__init__(message)

@@ -128,7 +128,7 @@ def _copy_images(source: Path, out_dir: Path) -> dict:
     copied = skipped = 0
     seen: dict[str, Path] = {}
     files = sorted(path for path in source.rglob("*") if path.is_file() or path.is_symlink())
-    for path in tqdm(files, desc="copy images", unit="file", mininterval=1):
+    for path in tqdm(files, desc="copy images", unit="file", mininterval=1, disable=not files):
         if not path.is_file() or not is_image_name(path.name) or path.name.startswith("._"):
             skipped += 1
             continue

@@ -33,10 +33,12 @@ class MalformedName(BadInput):
     pass
 
 
-_STRICT = re.compile(r"^(\d{1,3})_([01])_([0-4])_(\d+)\.jpg\.chip\.jpg$")
+# re.ASCII: \d and \s would otherwise also match other scripts' digits and spaces ("1_0_0_٠.jpg.chip.jpg");
+# \Z, not $: $ also matches before a final newline.
+_STRICT = re.compile(r"^(\d{1,3})_([01])_([0-4])_(\d+)\.jpg\.chip\.jpg\Z", re.ASCII)
 # Typos seen in UTKFace: a space before the extension, or a missing dot. Labels are still unambiguous.
-_LENIENT = re.compile(r"^(\d{1,3})_([01])_([0-4])_(\d+)\s*\.?jpg\.chip\.jpg$")
-_NO_RACE = re.compile(r"^(\d{1,3})_([01])_(\d+)\.jpg\.chip\.jpg$")
+_LENIENT = re.compile(r"^(\d{1,3})_([01])_([0-4])_(\d+)\s*\.?jpg\.chip\.jpg\Z", re.ASCII)
+_NO_RACE = re.compile(r"^(\d{1,3})_([01])_(\d+)\.jpg\.chip\.jpg\Z", re.ASCII)
 
 
 def parse_name(name: str) -> Parsed:

@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 
 from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from argml.pipeline.params import check_params
-from argml.core.errors import BadInput, command
+from argml.core.errors import BadInput, command, one_line
 from argml.core.files import atomic_path
 
 
@@ -42,12 +43,19 @@ def dotted(tree: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
+def _load(path: str | Path):
+    try:
+        return _round_trip().load(Path(path).read_text())
+    except YAMLError as error:
+        raise BadInput(f"{path} is not valid YAML: {one_line(error)}") from error
+
+
 def _plan(preset_path: str | Path, params_path: str | Path) -> tuple[dict, dict[str, tuple]]:
     """params.yaml as a round-trip tree, and what the preset changes in it (see `changes`)."""
-    preset = _round_trip().load(Path(preset_path).read_text())
+    preset = _load(preset_path)
     if not isinstance(preset, dict) or not preset:
         raise BadInput(f"preset {preset_path}: expected a mapping of sections, got {preset!r}")
-    params = _round_trip().load(Path(params_path).read_text())
+    params = _load(params_path)
     current = dotted(params)
     wanted = dotted(preset)
     unknown = sorted(set(wanted) - set(current))

@@ -125,6 +125,9 @@ class FaceDetector:
                                "set ULTRALYTICS_SAFE_LOAD=1 or use an .onnx/.tflite detector")
         try:  # the task (pose for 5-keypoint face models) comes from the model's metadata
             self.model = YOLO(str(model_path))
+            # Ultralytics reads the file only at the first prediction: try it on a throwaway instance, so a
+            # damaged file fails here, not mid-stream, and the instance that tracks starts untouched.
+            YOLO(str(model_path)).predict(np.zeros((32, 32, 3), np.uint8), imgsz=imgsz, verbose=False)
         except Exception as error:  # noqa: BLE001 (Ultralytics raises many kinds for a bad file)
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise BadInput(f"face detector {model_path} could not be loaded as an Ultralytics YOLO model "

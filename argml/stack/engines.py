@@ -358,8 +358,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m argml.stack") -> 
         else:
             print("\n".join(f"export {key}={value}" for key, value in client_env(read_state(args.dir), args.user).items()))
     except StackError as error:
-        print(f"argml.stack: {error}", file=sys.stderr)
-        return 1
+        return errors.report("argml.stack", error)
     return 0
 
 
