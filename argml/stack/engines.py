@@ -67,6 +67,7 @@ def read_state(folder: str | Path) -> dict:
 def _write_state(folder: Path, state: dict) -> None:
     path = _state_file(folder)
     staging = path.with_suffix(".tmp")
+    staging.unlink(missing_ok=True)  # one left by a crash keeps its own mode: touch(mode=...) would not reset it
     staging.touch(mode=0o600)
     staging.write_text(json.dumps(state, indent=2) + "\n")
     staging.replace(path)
