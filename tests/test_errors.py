@@ -170,20 +170,23 @@ def face(utkface_dir, tmp_path) -> Path:
 
 
 def test_predict_and_live_say_what_is_missing_or_unreadable(workdir, face):
+    from test_claims import save_small_model
+
     detector = os.environ.get("ARGML_YOLO_FACE", "")
     if not Path(detector).is_file():
         pytest.skip("ARGML_YOLO_FACE is not set to the YOLO face model")
     unreadable_model(workdir)
     model = str(workdir / "data" / "models" / "binned" / "model.keras")
+    good_model = str(save_small_model(workdir / "good") / "model.keras")
     (workdir / "junk.tflite").write_bytes(b"TFL3 but not a model")
     cases = [
         (("predict", "missing.jpg", "--out", "p.csv", "--detector", detector), "predict", "missing.jpg does not exist"),
         (("predict", str(face), "--out", "p.csv", "--detector", detector, "--model", model), "predict",
          "could not be loaded by Keras"),
-        (("predict", str(face), "--out", "p.csv", "--detector", str(workdir / "junk.tflite")), "predict",
-         "could not be loaded as an Ultralytics YOLO model"),
+        (("predict", str(face), "--out", "p.csv", "--detector", str(workdir / "junk.tflite"), "--model", good_model),
+         "predict", "could not be loaded as an Ultralytics YOLO model"),
         (("predict", str(face), "--out", "p.txt"), "predict", "--out must end in .csv or .jsonl"),
-        (("live", "missing-folder", "--detector", detector, "--headless", "--model", model), "live",
+        (("live", str(face), "--detector", detector, "--headless", "--model", model), "live",
          "could not be loaded by Keras"),
         (("live", str(workdir / "nothing"), "--detector", detector, "--headless"), "live",
          "is neither a camera index, a file nor a folder"),
@@ -224,9 +227,9 @@ def test_the_other_commands_end_in_one_line(workdir):
         (("presets", "missing.yaml"), "presets", "missing.yaml"),
         (("presets", "broken.yaml"), "presets", "broken.yaml"),
         (("ensemble", "data/models/binned", "--features", "data/features"), "ensemble",
-         "data/models/binned/model.json not found"),
+         "data/features/info.json not found: run `dvc repro features` first"),
         (("bench", "photos", "--url", "http://192.0.2.1:5002/invocations"), "bench", "loopback URLs only"),
-        (("ui", f"http://127.0.0.1:{closed_port()}/", "--timeout", "5"), "ui", ""),
+        (("ui", f"http://127.0.0.1:{closed_port()}/", "--timeout", "5"), "ui", "does not answer"),
     ]
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda case: argml(*case[0], cwd=workdir), cases))

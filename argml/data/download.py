@@ -156,7 +156,7 @@ def fetch_dataset(out_dir: str | Path, url: str = "", sha256: str = "", source: 
                 report = _copy_images(Path(scratch), staging)
             else:
                 raise NotFound(f"{ENV_DATASET}={source!r} is neither a folder nor a "
-                                        f"{'/'.join(ARCHIVE_SUFFIXES)} archive")
+                               f"{'/'.join(ARCHIVE_SUFFIXES)} archive")
             report["source"] = f"{ENV_DATASET}"
         elif url:
             if not sha256:

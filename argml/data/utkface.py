@@ -77,7 +77,7 @@ def scan(folder: str | Path) -> tuple[pd.DataFrame, list[dict]]:
                      "gender": parsed.gender, "race": parsed.race})
     if not rows:
         raise BadInput(f"none of the {len(names)} images in {folder} has a parsable UTKFace name "
-                         "(age_gender_race_datetime.jpg.chip.jpg)")
+                       "(age_gender_race_datetime.jpg.chip.jpg)")
     table = pd.DataFrame(rows)
     table["age_bin"] = table["age"].map(age_bin)
     table["age_class"] = table["age"].map(age_class)

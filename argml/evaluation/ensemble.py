@@ -58,7 +58,7 @@ def cached_answers(model_dir: str | Path, split: dict, from_block: str, batch_si
     card = classifier.card
     if card.features.from_block != from_block:
         raise BadInput(f"{model_dir} starts from {card.features.from_block}, the cache from {from_block}: "
-                         "rebuild the cache (dvc repro features) with the model's features.from_block")
+                       "rebuild the cache (dvc repro features) with the model's features.from_block")
     _, upper, heads = classifier.model.layers[1:]  # image -> lower -> upper features -> heads (model.train)
     block_input = keras.Input(tuple(card.features.lower_shape))
     cached_model = keras.Model(block_input, heads(upper(block_input)))
@@ -109,7 +109,7 @@ def measure(model_dirs: list[str], features_dir: str, split_name: str,
         mirrored = mirrored_block_inputs(model_dirs[0], tfrecords_dir, split_name)  # frozen layers: shared
         if mirrored.shape != split["lower"].shape:
             raise BadInput(f"{tfrecords_dir} holds {len(mirrored)} {split_name} images, the feature cache "
-                             f"{len(split['lower'])}: run `dvc repro features` on these TFRecords")
+                           f"{len(split['lower'])}: run `dvc repro features` on these TFRecords")
     plain, flipped = {}, {}
     for folder in model_dirs:
         plain[folder], flipped[f"{folder} + flip"] = cached_answers(folder, split, info.from_block,

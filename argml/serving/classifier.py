@@ -33,7 +33,7 @@ def check_faces(faces, size: int) -> np.ndarray:
         raise BadInput(f"the model wants pixel values 0-255, got {faces.min()}..{faces.max()}")
     if faces.dtype.kind == "f" and not np.array_equal(faces, np.round(faces)):
         raise BadInput("the model wants integer pixel values 0-255 (uint8 RGB), got fractions: images "
-                         "scaled to 0-1 must be given as 0-255")
+                       "scaled to 0-1 must be given as 0-255")
     return faces.astype(np.float32)
 
 

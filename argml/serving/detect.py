@@ -125,14 +125,9 @@ class FaceDetector:
                                "set ULTRALYTICS_SAFE_LOAD=1 or use an .onnx/.tflite detector")
         try:  # the task (pose for 5-keypoint face models) comes from the model's metadata
             self.model = YOLO(str(model_path))
-            # Ultralytics reads the file only at the first prediction: try it on a throwaway instance, so a
-            # damaged file fails here, not mid-stream, and the instance that tracks starts untouched.
-            YOLO(str(model_path)).predict(np.zeros((32, 32, 3), np.uint8), imgsz=imgsz, verbose=False)
         except Exception as error:  # noqa: BLE001 (Ultralytics raises many kinds for a bad file)
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise BadInput(f"face detector {model_path} could not be loaded as an Ultralytics YOLO model "
-                             f"(refused or damaged: {first_line})") from None
-        self.confidence, self.imgsz = confidence, imgsz
+            raise _unloadable(model_path, error) from None
+        self.path, self.confidence, self.imgsz, self.loaded = model_path, confidence, imgsz, False
 
     @staticmethod
     def _faces(result) -> list[Face]:
@@ -144,12 +139,31 @@ class FaceDetector:
         return [Face(tuple(float(v) for v in xyxy), float(conf), track_id, kp)
                 for xyxy, conf, track_id, kp in zip(boxes.xyxy.tolist(), boxes.conf.tolist(), ids, points)]
 
+    def _first(self, call):
+        """Ultralytics reads some model files (.tflite, .onnx) only at the first prediction: a damaged one is
+        a BadInput naming the file there, not an error from deep inside Ultralytics."""
+        if self.loaded:
+            return call()
+        try:
+            result = call()
+        except Exception as error:  # noqa: BLE001 (Ultralytics raises many kinds for a bad file)
+            raise _unloadable(self.path, error) from None
+        self.loaded = True
+        return result
+
     def detect(self, frame_bgr: np.ndarray) -> list[Face]:
-        result = self.model.predict(frame_bgr, conf=self.confidence, imgsz=self.imgsz, verbose=False)[0]
+        result = self._first(lambda: self.model.predict(frame_bgr, conf=self.confidence, imgsz=self.imgsz,
+                                                        verbose=False))[0]
         return self._faces(result)
 
     def track(self, frame_bgr: np.ndarray) -> list[Face]:
         """Faces with persistent track ids across calls (ByteTrack, Ultralytics' default settings)."""
-        result = self.model.track(frame_bgr, conf=self.confidence, imgsz=self.imgsz, persist=True,
-                                  tracker="bytetrack.yaml", verbose=False)[0]
+        result = self._first(lambda: self.model.track(frame_bgr, conf=self.confidence, imgsz=self.imgsz,
+                                                      persist=True, tracker="bytetrack.yaml", verbose=False))[0]
         return self._faces(result)
+
+
+def _unloadable(model_path: Path, error: Exception) -> BadInput:
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return BadInput(f"face detector {model_path} could not be loaded as an Ultralytics YOLO model "
+                    f"(refused or damaged: {first_line})")

@@ -30,7 +30,7 @@ def log_exports(run_id: str, export_dir: str | Path, report_path: str | Path, mo
     version = client.get_model_version_by_alias(model_name, mode)
     if version.run_id != run_id:
         raise BadInput(f"{model_name}@{mode} is version {version.version} from run {version.run_id}, not this "
-                           f"model's run {run_id}: run `dvc repro evaluate@{mode}` first")
+                       f"model's run {run_id}: run `dvc repro evaluate@{mode}` first")
     for path in (*(export_dir / export_name(kind) for kind in KINDS), export_dir / "model.json", report_path):
         client.log_artifact(run_id, str(path), ARTIFACT_FOLDER)
     report = json.loads(Path(report_path).read_text())
@@ -48,7 +48,7 @@ def registered_export(uri: str, kind: str = "int8", threads: int = 0) -> LiteCla
     version = registry.registered_version(uri)
     if version is None:
         raise BadInput(f"{uri}: the LiteRT backend needs a models:/NAME@ALIAS or models:/NAME/VERSION URI, "
-                         "or the path of a .tflite export")
+                       "or the path of a .tflite export")
     sha256 = version.tags.get(f"litert_{kind}_sha256")
     if sha256 is None:
         raise FileNotFoundError(f"{uri} (version {version.version}) has no LiteRT export: run `dvc repro "

@@ -80,7 +80,7 @@ def load_classifier(model: str | Path, backend: str = "keras", threads: int = 0)
         if model.startswith("models:/"):
             return exports.registered_export(model, "int8", threads)
         raise BadInput(f"--backend litert needs a models:/ URI or a .tflite export (dvc repro writes "
-                         f"data/litert/<mode>/model.int8.tflite), got {model}")
+                       f"data/litert/<mode>/model.int8.tflite), got {model}")
     if model.endswith(".tflite"):
         raise BadInput(f"{model} is a LiteRT export: use --backend litert (or auto)")
     if is_registry_uri(model):
@@ -95,7 +95,7 @@ def recorded_padding(card: ModelCard) -> float:
     silently shift every face away from what the model learned."""
     if card.align is None:
         raise BadInput("the model's model.json records no alignment (align.padding): retrain it with this "
-                         "version of argml, or add the padding its training data used")
+                       "version of argml, or add the padding its training data used")
     return card.align.padding
 
 
