@@ -2,7 +2,7 @@
 
 Reads RAW_DIR and SPLIT_TABLE; writes OUT_DIR (aligned JPEGs, same names), REPORT_JSON (counts) and
 FLAGS_CSV (every image that was not a plain aligned detection: fallback, unreadable, empty, grayscale).
-Params: align.size, align.padding, align.upsample, align.workers.
+Params: align.size, align.padding, align.upsample, align.workers, decode.* (the images' limits).
 """
 
 import argparse
@@ -21,13 +21,14 @@ def main() -> int:
     for name in ("raw_dir", "split_table", "out_dir", "report_json", "flags_csv"):
         parser.add_argument(name)
     args = parser.parse_args()
-    params = load_params().align
+    all_params = load_params()
+    params = all_params.align
 
     names = utkface.load_table(args.split_table)["file"].tolist()
     start = time.perf_counter()
     with atomic_dir(args.out_dir) as staging:
         status = faces.align_files(names, args.raw_dir, staging, params.size, params.padding,
-                                   params.upsample, params.workers)
+                                   params.upsample, params.workers, all_params.decode.limits())
     seconds = time.perf_counter() - start
 
     counts = status["status"].value_counts().to_dict()

@@ -42,7 +42,7 @@ def main() -> int:
     mode = AgeMode.of(args.mode)
     model_dir, export_dir = Path(args.model_dir), Path(args.export_dir)
 
-    card = ModelCard.load(model_dir)
+    card = ModelCard.load(model_dir / "model.json")
     for kind in convert.KINDS:
         convert.export(model_dir / "model.keras", export_dir / convert.export_name(kind), kind)
     with atomic_path(export_dir / "model.json") as staging:

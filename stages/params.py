@@ -8,6 +8,7 @@ edit reruns only the stages whose own params changed.
 import argparse
 import sys
 
+from argml.core.config import ParamsError
 from argml.core.errors import stage
 from argml.core.files import atomic_path
 from argml.pipeline.params import check_params
@@ -22,7 +23,7 @@ def main() -> int:
     try:
         check_params(args.params_yaml)
     except (ValueError, FileNotFoundError) as error:
-        raise ValueError(f"{error}; fix {args.params_yaml}: no stage ran and no output was removed") from error
+        raise ParamsError(f"{error}; fix {args.params_yaml}: no stage ran and no output was removed") from error
     with atomic_path(args.checked) as staging:
         staging.write_text("params.yaml passed argml's checks\n")
     print(f"params: {args.params_yaml} is valid")

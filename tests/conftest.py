@@ -279,6 +279,14 @@ def pipeline_repo(utkface_dir, tmp_path_factory):
     return copy, env, output
 
 
+WRITE_AUDIT = Path(__file__).resolve().parent / "write_audit"
+
+
+def write_log(copy: Path) -> Path:
+    """Where the write audit of a repository copy's runs goes (beside the copy, not in it)."""
+    return copy.parent / f"{copy.name}-writes.jsonl"
+
+
 def repository_copy(copy: Path, utkface_dir: Path, params: dict[str, str]) -> dict[str, str]:
     """The repository's tracked files in `copy`, with `params` set, as a fresh git repository with one commit
     (DVC wants its SCM; `dvc params diff` a HEAD). -> the environment its stages run in."""
@@ -295,7 +303,9 @@ def repository_copy(copy: Path, utkface_dir: Path, params: dict[str, str]) -> di
         set_param(copy / "params.yaml", dotted, value)
 
     env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
-    env.update({"ARGML_UTKFACE": str(utkface_dir), "PYTHONPATH": str(copy),
+    # tests/write_audit records every file the run's Python processes write (test_reliability reads it)
+    env.update({"ARGML_UTKFACE": str(utkface_dir), "PYTHONPATH": f"{copy}{os.pathsep}{WRITE_AUDIT}",
+                "ARGML_WRITE_LOG": str(write_log(copy)),
                 "PATH": f"{DVC.parent}{os.pathsep}{os.environ.get('PATH', '')}",
                 "GIT_AUTHOR_NAME": "argml tests", "GIT_AUTHOR_EMAIL": "tests@example.invalid",
                 "GIT_COMMITTER_NAME": "argml tests", "GIT_COMMITTER_EMAIL": "tests@example.invalid"})

@@ -68,11 +68,25 @@ def person_at(box) -> str:
     return min(CENTERS, key=lambda key: abs(CENTERS[key][0] - center_x))
 
 
+CLASSIFY_EVERY = 4  # live.classify_interval 0.25 s on the stream's clock at 15 fps: every 4th frame (4/15 >= 0.25 > 3/15)
+
+
+def classifications(frames: list[int]) -> int:
+    """How many times a person seen in `frames` (in order, one track) is classified under that rule."""
+    count, last = 0, None
+    for frame in frames:
+        if last is None or frame - last >= CLASSIFY_EVERY:
+            count, last = count + 1, frame
+    return count
+
+
 @pytest.fixture(scope="module")
 def headless_run(video, detector, registry, tmp_path_factory):
+    """The clip played inline, on the stream's own clock: who is classified when depends on frames, not on
+    this machine's speed."""
     out = tmp_path_factory.mktemp("live")
-    summary = play(str(video[0]), detector=detector, headless=True, output=str(out / "annotated.mp4"),
-                       jsonl=str(out / "preds.jsonl"), params=str(registry / "params.yaml"))
+    summary = play(str(video[0]), detector=detector, headless=True, inline=True, output=str(out / "annotated.mp4"),
+                   jsonl=str(out / "preds.jsonl"), params=str(registry / "params.yaml"))
     records = [json.loads(line) for line in (out / "preds.jsonl").read_text().splitlines()]
     return summary, records, out
 
@@ -113,16 +127,20 @@ def test_labels_appear_and_settle(headless_run):
                 assert min(abs(chosen - p) for p in probabilities) < 1e-4
             else:
                 assert chosen == pytest.approx(max(probabilities), abs=1e-4)
-    observations = [f["observations"] for r in records for f in r["faces"] if person_at(f["box"]) == "A"]
-    assert observations == sorted(observations) and observations[-1] >= 3, "A's pool only grows"
+    seen = [(r["frame"], f["observations"]) for r in records for f in r["faces"]
+            if person_at(f["box"]) == "A" and f["track_id"] is not None]
+    observations = [count for _, count in seen]
+    assert observations == sorted(observations), "A's pool only grows"
+    assert observations[-1] == classifications([frame for frame, _ in seen]) >= 14, seen
 
 
 def test_pool_resets_when_a_person_leaves_and_returns(headless_run):
     summary, records, _ = headless_run
-    b_counts = [(r["frame"], f["observations"]) for r in records for f in r["faces"] if person_at(f["box"]) == "B"]
+    b_counts = [(r["frame"], f["observations"]) for r in records for f in r["faces"]
+                if person_at(f["box"]) == "B" and f["track_id"] is not None]
     before = max(count for frame, count in b_counts if frame < 20)
     after_return = [count for frame, count in b_counts if frame >= 45]
-    assert before >= 1, "B was classified before leaving"
+    assert before == classifications([frame for frame, _ in b_counts if frame < 20]) >= 4, b_counts
     assert after_return[0] == 0 or after_return[0] < before, b_counts
     assert summary["pool_resets"] >= 1
 
@@ -137,7 +155,9 @@ def test_inline_mode_and_an_image_folder_with_a_broken_file(detector, registry, 
     summary = play(str(folder), detector=detector, headless=True, inline=True,
                        params=str(registry / "params.yaml"))
     assert summary["frames"] == 3 and summary["unreadable_frames"] == 1
-    assert summary["classified_faces"] >= 1
+    # Three faces three frames apart (0.2 s on the stream's clock, under the 0.25 s interval): each is classified
+    # once, as the new person the tracker takes it for.
+    assert summary["classified_faces"] == len(summary["tracks"]) == 3, summary
 
 
 def test_a_missing_model_says_how_to_make_one(detector, utkface_dir, tmp_path, monkeypatch, capsys):
@@ -206,31 +226,46 @@ def cli(module: str, args: list[str], cwd: Path, env_extra: dict | None = None, 
 
 
 def test_sigterm_finishes_a_playable_video(video, detector, registry, tmp_path):
+    """Driven by frames: the source is a folder whose 11th image is a FIFO nobody writes, so the demo has shown
+    exactly 10 frames when it is stopped, however fast or slow this machine is."""
     import signal
     import subprocess
     import sys
     import time
 
+    frames_dir = tmp_path / "frames"
+    frames_dir.mkdir()
+    capture = cv2.VideoCapture(str(video[0]))
+    for index in range(10):
+        ok, frame = capture.read()
+        assert ok
+        cv2.imwrite(str(frames_dir / f"frame{index:03d}.png"), frame)
+    capture.release()
+    os.mkfifo(frames_dir / "frame010.png")  # reading it blocks until SIGTERM ends the demo
     out = tmp_path / "annotated.mp4"
     model = registry / "data" / "models" / "binned" / "model.keras"
-    process = subprocess.Popen([sys.executable, "-m", "argml.live", str(video[0]), "--model", str(model),
+    process = subprocess.Popen([sys.executable, "-m", "argml.live", str(frames_dir), "--model", str(model),
                                 "--detector", detector, "--headless", "--output", str(out),
                                 "--jsonl", str(tmp_path / "p.jsonl"), "--params", str(registry / "params.yaml")],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        lines = (tmp_path / "p.jsonl").read_text().count("\n") if (tmp_path / "p.jsonl").exists() else 0
-        if lines >= 10:
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, f"the demo ended before it could be stopped:\n{process.stdout.read()[-3000:]}"
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0, process.stdout.read()[-3000:]
+    try:
+        deadline = time.time() + 600  # a guard against a hang, not a timing the test relies on
+        while time.time() < deadline and process.poll() is None:
+            lines = (tmp_path / "p.jsonl").read_text().count("\n") if (tmp_path / "p.jsonl").exists() else 0
+            if lines == 10:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, f"the demo ended before it could be stopped:\n{process.stdout.read()[-3000:]}"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, process.stdout.read()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
     capture = cv2.VideoCapture(str(out))
     frames = 0
     while capture.read()[0]:
         frames += 1
-    assert 10 <= frames < FRAMES, frames
+    assert frames == 10 and (tmp_path / "p.jsonl").read_text().count("\n") == 10
 
 
 def test_an_unwritable_output_fails_before_any_work(video, detector, tmp_path):
@@ -282,7 +317,9 @@ def test_a_registry_model_outside_the_repo_creates_no_store(detector, utkface_di
 
 
 def test_litert_and_keras_backends_give_the_same_labels(detector, registry, utkface_dir, tmp_path):
-    images = [str(path) for path in sorted(utkface_dir.iterdir())[300:304]]
+    """The int8 export answers as Keras does: the docs quote 99.9 / 99.7 % of gender / race labels alike on the
+    2,306 test faces, so on these 20 faces none may differ."""
+    images = [str(path) for path in sorted(utkface_dir.iterdir())[300:320]]
     tables = {}
     for backend in ("keras", "litert"):
         summary = predict.run(images, str(tmp_path / f"{backend}.csv"), detector=detector,
@@ -290,11 +327,12 @@ def test_litert_and_keras_backends_give_the_same_labels(detector, registry, utkf
         assert summary["backend"] == backend
         tables[backend] = pd.read_csv(tmp_path / f"{backend}.csv")
     keras_table, litert_table = tables["keras"], tables["litert"]
-    assert len(keras_table) == len(litert_table) >= 4
+    assert len(keras_table) == len(litert_table) >= 20
+    for task in ("gender", "race", "age_bin"):
+        assert keras_table[task].tolist() == litert_table[task].tolist(), task
     for task in ("gender", "race"):
-        assert (keras_table[task] == litert_table[task]).mean() >= 0.75, task  # int8: a borderline face may flip
-        np.testing.assert_allclose(keras_table[f"{task}_probability"], litert_table[f"{task}_probability"], atol=0.15)
-    np.testing.assert_allclose(keras_table["age_years"], litert_table["age_years"], atol=3)
+        np.testing.assert_allclose(keras_table[f"{task}_probability"], litert_table[f"{task}_probability"], atol=0.05)
+    np.testing.assert_allclose(keras_table["age_years"], litert_table["age_years"], atol=1)
 
     summary = play(images[0], detector=detector, headless=True, backend="litert",
                        params=str(registry / "params.yaml"))

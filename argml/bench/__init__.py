@@ -10,6 +10,8 @@ BENCHMARKS = {  # name -> what it measures (the module argml.bench.<name> does i
     "finetune": "fine-tuning images/s from each start block",
     "live": "end-to-end FPS of the live loop on 1, 3 and 12 real faces",
     "photos": "latency of a served photo model under concurrent clients",
+    "quantization": "dynamic-range int8 vs full-integer int8 LiteRT exports: agreement with Keras and faces/s",
+    "served": "the served photo model under load with 10 % bad requests (bombs, junk): latency, errors, memory",
     "tracking": "team mode's cost: pipeline stages against the MLflow server vs SQLite",
 }
 

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from argml.core.errors import BadInput, Unavailable
 from argml.bench.report import utkface_folder
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -28,7 +29,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> dict:
     if urlparse(args.url).hostname not in LOOPBACK:
-        raise ValueError(f"bench photos loads a server hard: loopback URLs only, got {args.url}")
+        raise BadInput(f"bench photos loads a server hard: loopback URLs only, got {args.url}")
     folder = utkface_folder("photos")
     names = sorted(os.listdir(folder))[::211][:50]
     count = args.images
@@ -60,7 +61,7 @@ def run(args) -> dict:
         thread.join()
     elapsed = time.perf_counter() - started
     if not latencies:
-        raise RuntimeError(f"no request succeeded: {errors[:3]}")
+        raise Unavailable(f"no request succeeded: {errors[:3]}")
     p50, p90, p99 = (float(np.percentile(latencies, q)) * 1000 for q in (50, 90, 99))
     figures = {"requests": len(latencies), "errors": len(errors), "seconds": round(elapsed, 1),
                "photos_per_s": round(len(latencies) * count / elapsed, 1),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from argml.core.config import AlignParams
+from argml.core.errors import BadInput
 from argml.core.files import atomic_path
 from argml.core.labels import TASKS, AgeMode
 
@@ -21,7 +22,7 @@ BIN_READOUTS = ("argmax", "summed", "expected")
 YEAR_READOUTS = ("mean", "median")
 
 
-class CardError(ValueError):
+class CardError(BadInput):
     """A model.json that is missing, unreadable or inconsistent."""
 
 

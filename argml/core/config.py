@@ -8,6 +8,7 @@ setting's range or choices stand beside it (`setting(...)`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -15,9 +16,14 @@ from pathlib import Path
 import yaml
 
 from argml.core import images
+from argml.core.errors import BadInput
 from argml.core.labels import AGE_MODES
 
 BACKENDS = ("auto", "keras", "litert")  # the classifier's runtime: auto = the int8 LiteRT export where within tolerance
+
+
+class ParamsError(BadInput):
+    """params.yaml, or a value in it, that argml refuses; the message names the key."""
 
 
 def setting(default, low=None, high=None, choices: tuple | None = None):
@@ -169,7 +175,8 @@ class LiveParams:
 class DecodeParams:
     """Every image argml decodes from outside (predict, the photo model, live's files, audits, the dataset)."""
 
-    max_pixels: int = setting(images.DEFAULT_MAX_PIXELS, 1, 2**31)  # width x height, checked before decoding
+    # width x height, read from the header before decoding; at most Pillow's and OpenCV's own ceiling
+    max_pixels: int = setting(images.DEFAULT_MAX_PIXELS, 1, images.MAX_PIXELS_CEILING)
     max_bytes: int = setting(images.DEFAULT_MAX_BYTES, 1, 2**31)  # the encoded file
 
     def limits(self) -> images.Limits:
@@ -204,16 +211,18 @@ def _check_type(where: str, value, expected):
     if any(isinstance(value, option) and not (isinstance(value, bool) and option is not bool) for option in options):
         return value
     names = " or ".join(getattr(option, "__name__", str(option)) for option in options)
-    raise ValueError(f"params: {where} must be {names}, got {value!r}")
+    raise ParamsError(f"params: {where} must be {names}, got {value!r}")
 
 
 def _check_value(where: str, value, rule: typing.Mapping):
     low, high, choices = rule.get("low"), rule.get("high"), rule.get("choices")
+    if isinstance(value, float) and not math.isfinite(value):  # NaN passes every comparison
+        raise ParamsError(f"params: {where} must be a finite number, got {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ValueError(f"params: {where} must be {bounds}, got {value!r}")
+        raise ParamsError(f"params: {where} must be {bounds}, got {value!r}")
     if choices is not None and value not in choices:
-        raise ValueError(f"params: {where} must be one of {', '.join(choices)}, got {value!r}")
+        raise ParamsError(f"params: {where} must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 
@@ -221,13 +230,13 @@ def _build(cls, raw: dict | None, where: str):
     if raw is None:
         return cls()
     if not isinstance(raw, dict):
-        raise ValueError(f"params: section {where!r} must be a mapping, got {raw!r}")
+        raise ParamsError(f"params: section {where!r} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     fields = {field.name: field for field in dataclasses.fields(cls)}
     key = (lambda name: f"{where}.{name}") if where else (lambda name: name)
     unknown = sorted(set(raw) - set(fields), key=str)
     if unknown:
-        raise ValueError(f"params: unknown key(s) {', '.join(map(key, map(str, unknown)))}; known: {sorted(fields)}")
+        raise ParamsError(f"params: unknown key(s) {', '.join(map(key, map(str, unknown)))}; known: {sorted(fields)}")
     values = {}
     for name, value in raw.items():
         expected = hints[name]
@@ -264,12 +273,12 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise ValueError(f"params: {path} is not valid YAML: {error}") from error
+        raise ParamsError(f"params: {path} is not valid YAML: {error}") from error
     if raw is not None and not isinstance(raw, dict):
-        raise ValueError(f"params: {path} must be a mapping of sections, got {type(raw).__name__}")
+        raise ParamsError(f"params: {path} must be a mapping of sections, got {type(raw).__name__}")
     params = _build(Params, raw or {}, "")
     if params.data.val_fraction + params.data.test_fraction >= 0.9:
-        raise ValueError("params: data.val_fraction + data.test_fraction must leave at least 10 % for training")
+        raise ParamsError("params: data.val_fraction + data.test_fraction must leave at least 10 % for training")
     return params
 
 

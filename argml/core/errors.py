@@ -1,10 +1,12 @@
-"""How argml's commands and stage scripts end on a user's mistake: one line on stderr and a non-zero exit.
+"""What a user error is, and how argml's commands and stage scripts end on one: one line on stderr, exit 2.
 
 A missing dataset, a bad params value, an unreadable model or a port in use is not a bug: the user needs the
-one line that says what to fix, not a traceback around it. The errors argml raises for bad input are
-ValueError, OSError (FileNotFoundError among them) and RuntimeError, or their subclasses (ImageError, CardError,
-ChecksumError, StackError...); anything else is a bug and keeps its traceback. ARGML_DEBUG=1 shows the
-traceback for user errors too.
+one line that says what to fix, not a traceback around it. A user error is
+- a `UserError`: argml raises one (BadInput, NotFound, Unavailable, or a subclass such as ImageError,
+  ParamsError, CardError, ChecksumError, StackError) where it finds input it will not take;
+- an OSError: the world outside the program (a path, a permission, a full disk, a socket) said no.
+Anything else (a ValueError from NumPy, a KeyError, a TypeError...) is a bug and keeps its traceback.
+ARGML_DEBUG=1 shows the traceback for user errors too.
 """
 
 from __future__ import annotations
@@ -14,10 +16,34 @@ import os
 import sys
 import traceback
 
-USER_ERRORS = (ValueError, OSError, RuntimeError)
 ENV_DEBUG = "ARGML_DEBUG"
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """A mistake the user can fix: the message says what, in one line."""
+
+
+class BadInput(UserError, ValueError):
+    """A value, an argument or a file's content that argml refuses (params.yaml, an image, a model card, an
+    archive, a request)."""
+
+
+class ChecksumError(BadInput):
+    """A file that is not the one its recorded sha256 names (a download, an export, a file inside a model)."""
+
+
+class NotFound(UserError, FileNotFoundError):
+    """Something the user named, or argml needs from an earlier step, is not there."""
+
+
+class Unavailable(UserError, RuntimeError):
+    """Something outside argml is not available: a port in use, a server or stack that is down, a camera, a
+    download."""
+
+
+USER_ERRORS = (UserError, OSError)
 
 
 def debugging() -> bool:

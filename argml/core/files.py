@@ -14,6 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from argml.core.errors import BadInput
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 ENV_CACHE = "ARGML_CACHE"
 
@@ -124,13 +126,13 @@ def check_writable(path: str | Path | None, suffixes: tuple[str, ...], option: s
         return
     target = Path(path)
     if target.suffix.lower() not in suffixes:
-        raise ValueError(f"{option} must end in {' or '.join(suffixes)}, got {target.name!r}")
+        raise BadInput(f"{option} must end in {' or '.join(suffixes)}, got {target.name!r}")
     if target.is_dir():
-        raise ValueError(f"{option} {path} is a folder; give a file name")
+        raise BadInput(f"{option} {path} is a folder; give a file name")
     existing = target.parent.absolute()
     while not existing.exists() and existing != existing.parent:  # missing folders are made when writing
         existing = existing.parent
     if not existing.is_dir():
-        raise ValueError(f"{option} {path}: cannot write there ({existing} is a file, not a folder)")
+        raise BadInput(f"{option} {path}: cannot write there ({existing} is a file, not a folder)")
     if not os.access(existing, os.W_OK):
-        raise ValueError(f"{option} {path}: cannot write there ({existing} is not writable)")
+        raise BadInput(f"{option} {path}: cannot write there ({existing} is not writable)")

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from argml.core.errors import BadInput
+
 TASKS = ("gender", "race", "age")  # the model's outputs, in the order reports show them
 GENDERS = ("male", "female")
 RACES = ("White", "Black", "Asian", "Indian", "Other")
@@ -64,7 +66,7 @@ class AgeMode:
         try:
             return AGE_MODES[name]
         except (KeyError, TypeError):
-            raise ValueError(f"unknown age mode {name!r}; use {' or '.join(map(repr, AGE_MODES))}") from None
+            raise BadInput(f"unknown age mode {name!r}; use {' or '.join(map(repr, AGE_MODES))}") from None
 
     @property
     def binned(self) -> bool:

@@ -1,5 +1,7 @@
 """Face alignment: the one alignment used by the training data and by the live demo.
 
+Dataset images are decoded through argml.core.images (the one decode path, with its limits).
+
 A face box (from dlib's HOG detector on a dataset image, or from YOLO in the live demo) goes to dlib's
 5-point landmark model; `dlib.get_face_chip` then rotates, scales and crops the face so the eyes and nose
 land on dlib's canonical template, with `padding` margin, at `size` x `size` pixels (RGB uint8).
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import multiprocessing
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,8 @@ import dlib
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
+
+from argml.core import images
 
 # Where dlib's HOG detector puts the face on UTKFace's 200 x 200 aligned crops: the median box over 1,965
 # detections in 2,000 random images (left, top, right, bottom as fractions of the side; the quartiles
@@ -41,17 +46,18 @@ def dlib_model_path(name: str = "shape_predictor_5_face_landmarks.dat") -> Path:
 @dataclass
 class Decoded:
     rgb: np.ndarray | None  # H x W x 3 uint8, None when unreadable
-    problem: str = ""  # "", "empty", "unreadable"
+    problem: str = ""  # "", "empty", "unreadable" (damaged, not a JPEG or PNG, or over the decode limits)
     grayscale: bool = False  # stored with one channel (converted to RGB)
+    reason: str = ""  # why it is unreadable, naming the file
 
 
-def decode_image(data: bytes) -> Decoded:
-    """Bytes -> RGB uint8, tolerating grayscale and alpha; says what was wrong instead of raising."""
-    if not data:
-        return Decoded(None, "empty")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        return Decoded(None, "unreadable")
+def decode_image(data: bytes, name: str = "image", limits: images.Limits = images.Limits()) -> Decoded:
+    """Bytes -> RGB uint8 through argml.core.images (its limits, its refusals), tolerating grayscale, 16 bits
+    and alpha; says what was wrong instead of raising."""
+    try:
+        image = images.decode(data, name, limits, cv2.IMREAD_UNCHANGED)
+    except images.ImageError as error:
+        return Decoded(None, "empty" if error.reason == "empty" else "unreadable", reason=str(error))
     if image.dtype != np.uint8:
         image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
     if image.ndim == 2 or image.shape[2] == 1:
@@ -95,19 +101,21 @@ class FaceAligner:
 # --- aligning a whole dataset folder in worker processes -------------------------------------------------
 
 _worker_aligner: FaceAligner | None = None
+_worker_limits = images.Limits()
 
 
-def _init_worker(size: int, padding: float, upsample: int) -> None:
-    global _worker_aligner
+def _init_worker(size: int, padding: float, upsample: int, limits: images.Limits = images.Limits()) -> None:
+    global _worker_aligner, _worker_limits
     cv2.setNumThreads(1)
-    _worker_aligner = FaceAligner(size, padding, upsample)
+    _worker_aligner, _worker_limits = FaceAligner(size, padding, upsample), limits
 
 
 def _align_file(paths: tuple[str, str]) -> dict:
     source, target = paths
-    decoded = decode_image(Path(source).read_bytes())
+    decoded = decode_image(Path(source).read_bytes(), source, _worker_limits)
     row = {"file": Path(source).name, "status": decoded.problem or "aligned", "grayscale": decoded.grayscale}
     if decoded.rgb is None:
+        print(f"align: skipped {decoded.reason}", file=sys.stderr)
         return row
     chip, found = _worker_aligner.align_dataset_image(decoded.rgb)
     if not found:
@@ -118,18 +126,20 @@ def _align_file(paths: tuple[str, str]) -> dict:
 
 
 def align_files(names: list[str], raw_dir: str | Path, out_dir: str | Path, size: int, padding: float,
-                upsample: int = 0, workers: int = 2) -> pd.DataFrame:
-    """Align every named image of `raw_dir` into `out_dir` (same names), in `workers` processes.
+                upsample: int = 0, workers: int = 2, limits: images.Limits = images.Limits()) -> pd.DataFrame:
+    """Align every named image of `raw_dir` into `out_dir` (same names), in `workers` processes; images are
+    decoded within `limits` (argml.core.images).
 
     Returns one row per image: status aligned (face detected), fallback (no detection, so
-    UTKFACE_FALLBACK_BOX was used), empty or unreadable (nothing written); grayscale marks one-channel files.
+    UTKFACE_FALLBACK_BOX was used), empty or unreadable (nothing written; the reason is printed on stderr);
+    grayscale marks one-channel files.
     """
     jobs = [(str(Path(raw_dir) / name), str(Path(out_dir) / name)) for name in names]
     workers = workers or multiprocessing.cpu_count()
     progress = dict(total=len(jobs), desc="align", unit="img", mininterval=1)
     if workers == 1:
-        _init_worker(size, padding, upsample)
+        _init_worker(size, padding, upsample, limits)
         return pd.DataFrame(list(tqdm(map(_align_file, jobs), **progress)))
     context = multiprocessing.get_context("spawn")  # forking a process with running threads is unsafe
-    with context.Pool(workers, initializer=_init_worker, initargs=(size, padding, upsample)) as pool:
+    with context.Pool(workers, initializer=_init_worker, initargs=(size, padding, upsample, limits)) as pool:
         return pd.DataFrame(list(tqdm(pool.imap(_align_file, jobs, chunksize=64), **progress)))

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from argml.core.errors import BadInput
 from argml.core.files import atomic_path, file_digest, is_image_name
 from argml.core.labels import AGE_BIN_NAMES, GENDERS, RACES, SPLITS, age_bin, age_class
 
@@ -28,14 +29,16 @@ class Parsed:
     note: str = ""  # non-empty when the name was irregular but unambiguous
 
 
-class MalformedName(ValueError):
+class MalformedName(BadInput):
     pass
 
 
-_STRICT = re.compile(r"^(\d{1,3})_([01])_([0-4])_(\d+)\.jpg\.chip\.jpg$")
+# re.ASCII: \d and \s would otherwise also match other scripts' digits and spaces ("1_0_0_٠.jpg.chip.jpg");
+# \Z, not $: $ also matches before a final newline.
+_STRICT = re.compile(r"^(\d{1,3})_([01])_([0-4])_(\d+)\.jpg\.chip\.jpg\Z", re.ASCII)
 # Typos seen in UTKFace: a space before the extension, or a missing dot. Labels are still unambiguous.
-_LENIENT = re.compile(r"^(\d{1,3})_([01])_([0-4])_(\d+)\s*\.?jpg\.chip\.jpg$")
-_NO_RACE = re.compile(r"^(\d{1,3})_([01])_(\d+)\.jpg\.chip\.jpg$")
+_LENIENT = re.compile(r"^(\d{1,3})_([01])_([0-4])_(\d+)\s*\.?jpg\.chip\.jpg\Z", re.ASCII)
+_NO_RACE = re.compile(r"^(\d{1,3})_([01])_(\d+)\.jpg\.chip\.jpg\Z", re.ASCII)
 
 
 def parse_name(name: str) -> Parsed:
@@ -73,8 +76,8 @@ def scan(folder: str | Path) -> tuple[pd.DataFrame, list[dict]]:
         rows.append({"file": name, "md5": file_digest(folder / name), "age": parsed.age,
                      "gender": parsed.gender, "race": parsed.race})
     if not rows:
-        raise ValueError(f"none of the {len(names)} images in {folder} has a parsable UTKFace name "
-                         "(age_gender_race_datetime.jpg.chip.jpg)")
+        raise BadInput(f"none of the {len(names)} images in {folder} has a parsable UTKFace name "
+                       "(age_gender_race_datetime.jpg.chip.jpg)")
     table = pd.DataFrame(rows)
     table["age_bin"] = table["age"].map(age_bin)
     table["age_class"] = table["age"].map(age_class)
@@ -125,7 +128,7 @@ def stratified_keys(groups: pd.Series, seed: int) -> np.ndarray:
 def sample(table: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
     """A stratified sample of exactly `limit` rows (all rows when limit is 0 or too large)."""
     if limit < 0:
-        raise ValueError(f"data.limit must be >= 0, got {limit}")
+        raise BadInput(f"data.limit must be >= 0, got {limit}")
     if limit == 0 or limit >= len(table):
         return table
     keys = stratified_keys(strata(table), seed)
@@ -139,7 +142,7 @@ def split(table: pd.DataFrame, val_fraction: float, test_fraction: float, seed: 
     stratum's share of each split is right to within about one image.
     """
     if not (0 < val_fraction and 0 < test_fraction and val_fraction + test_fraction < 1):
-        raise ValueError(f"bad split fractions val={val_fraction} test={test_fraction}")
+        raise BadInput(f"bad split fractions val={val_fraction} test={test_fraction}")
     rank = np.argsort(np.argsort(stratified_keys(strata(table), seed), kind="stable"), kind="stable")
     n_val, n_test = round(val_fraction * len(table)), round(test_fraction * len(table))
     n_train = len(table) - n_val - n_test

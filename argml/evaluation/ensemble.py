@@ -25,6 +25,7 @@ from argml.core.card import ModelCard
 from argml.core.errors import command
 from argml.core.labels import TASKS, AgeMode
 from argml.data import tfrecords
+from argml.core.errors import BadInput
 from argml.model import features
 from argml.model.age import answer_readout, bin_probabilities
 from argml.model.batches import predict_cached
@@ -56,8 +57,8 @@ def cached_answers(model_dir: str | Path, split: dict, from_block: str, batch_si
     classifier = Classifier(Path(model_dir) / "model.keras")
     card = classifier.card
     if card.features.from_block != from_block:
-        raise ValueError(f"{model_dir} starts from {card.features.from_block}, the cache from {from_block}: "
-                         "rebuild the cache (dvc repro features) with the model's features.from_block")
+        raise BadInput(f"{model_dir} starts from {card.features.from_block}, the cache from {from_block}: "
+                       "rebuild the cache (dvc repro features) with the model's features.from_block")
     _, upper, heads = classifier.model.layers[1:]  # image -> lower -> upper features -> heads (model.train)
     block_input = keras.Input(tuple(card.features.lower_shape))
     cached_model = keras.Model(block_input, heads(upper(block_input)))
@@ -107,8 +108,8 @@ def measure(model_dirs: list[str], features_dir: str, split_name: str,
     if tfrecords_dir is not None:
         mirrored = mirrored_block_inputs(model_dirs[0], tfrecords_dir, split_name)  # frozen layers: shared
         if mirrored.shape != split["lower"].shape:
-            raise ValueError(f"{tfrecords_dir} holds {len(mirrored)} {split_name} images, the feature cache "
-                             f"{len(split['lower'])}: run `dvc repro features` on these TFRecords")
+            raise BadInput(f"{tfrecords_dir} holds {len(mirrored)} {split_name} images, the feature cache "
+                           f"{len(split['lower'])}: run `dvc repro features` on these TFRecords")
     plain, flipped = {}, {}
     for folder in model_dirs:
         plain[folder], flipped[f"{folder} + flip"] = cached_answers(folder, split, info.from_block,

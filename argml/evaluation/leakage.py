@@ -20,6 +20,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from argml.core.images import read_aligned
+from argml.core.errors import BadInput
 from argml.core.labels import RACES, TASKS, VARIANTS
 from argml.data.augment import copy_source
 from argml.evaluation import metrics
@@ -67,7 +68,7 @@ def copy_cosines(embeddings: np.ndarray, file_names: np.ndarray, variants: np.nd
 
 def twin_threshold(cosines_to_source: np.ndarray, quantile: float) -> float:
     if len(cosines_to_source) == 0:
-        raise ValueError("no augmented copies in the training split to calibrate the near-twin threshold")
+        raise BadInput("no augmented copies in the training split to calibrate the near-twin threshold")
     return float(np.quantile(cosines_to_source, quantile))
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from argml.core.card import ModelCard
+from argml.core.files import atomic_path
 from argml.core.labels import AGE_BIN_NAMES, GENDERS, RACES, TASKS
 from argml.model.age import answer_readout
 from argml.model.answers import predicted_classes
@@ -192,7 +193,8 @@ def save_confusion_png(matrix: np.ndarray, names: tuple[str, ...], title: str, p
                  cmap="Blues")
     axes.set_title(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with atomic_path(path) as staging:
+        figure.savefig(staging, format="png", dpi=110)
     plt.close(figure)
 
 
@@ -204,10 +206,11 @@ def write_reports(report_dir: str | Path, document: dict, rows: pd.DataFrame, gr
 
     report_dir = Path(report_dir)
     write_json(report_dir / "metrics.json", document)
-    per_class(rows, card.classes).to_csv(report_dir / "per_class.csv", index=False)
-    groups.to_csv(report_dir / "per_group.csv", index=False)
-    gaps.to_csv(report_dir / "fairness.csv", index=False)
-    rows.to_csv(report_dir / "predictions.csv", index=False)
+    tables = {"per_class.csv": per_class(rows, card.classes), "per_group.csv": groups, "fairness.csv": gaps,
+              "predictions.csv": rows}
+    for name, table in tables.items():  # each file whole or not at all, whenever the stage is stopped
+        with atomic_path(report_dir / name) as staging:
+            table.to_csv(staging, index=False)
     for task, names in card.classes.items():
         save_confusion_png(confusion(rows, task, names), names, f"{task} ({title}, test)",
                            report_dir / f"confusion_{task}.png")

@@ -1,6 +1,7 @@
 """Frames for the live loop: a webcam read by its own thread that keeps only the newest frame (a slow consumer
 sees fresh frames), or a video file, an image or a folder of images read in order. Images are decoded with
-argml's limits (argml.core.images); an unreadable one is a None frame, which the loop counts."""
+argml's limits (argml.core.images: the `decode` section of params.yaml); an unreadable one is a None frame,
+which the loop counts. A video whose frames are over the pixel limit is refused before its first frame."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import cv2
 import numpy as np
 
 from argml.core import images
+from argml.core.errors import BadInput, NotFound, Unavailable
 from argml.core.files import IMAGE_SUFFIXES
 
 
@@ -31,7 +33,7 @@ class CameraReader(threading.Thread):
         super().__init__(name="argml-camera", daemon=True)
         self.capture = cv2.VideoCapture(index)
         if not self.capture.isOpened():
-            raise RuntimeError(f"camera {index} could not be opened (is it connected and free?)")
+            raise Unavailable(f"camera {index} could not be opened (is it connected and free?)")
         self.give_up_after = give_up_after
         self.lock = threading.Lock()
         self.frame: np.ndarray | None = None
@@ -83,15 +85,20 @@ def frame_source(source: str, limits: images.Limits = images.Limits()):
     if path.is_dir():
         found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not found:
-            raise FileNotFoundError(f"no images in {path}")
+            raise NotFound(f"no images in {path}")
         return (_read_or_none(p, limits) for p in found), None, lambda: None
     if not path.exists():
-        raise FileNotFoundError(f"source {source!r} is neither a camera index, a file nor a folder")
+        raise NotFound(f"source {source!r} is neither a camera index, a file nor a folder")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return iter([_read_or_none(path, limits)]), None, lambda: None
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
-        raise RuntimeError(f"cannot open video {path}")
+        raise BadInput(f"cannot open video {path} (a damaged file, or not a video OpenCV reads)")
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if width * height > limits.max_pixels:
+        capture.release()
+        raise images.ImageError(f"{path}: frames of {width}x{height} = {width * height:,} pixels are over the "
+                                f"limit of {limits.max_pixels:,} pixels (decode.max_pixels)", "too-large")
     fps = capture.get(cv2.CAP_PROP_FPS) or None
 
     def read():

@@ -23,6 +23,7 @@ from pathlib import Path  # noqa: E402
 import cv2  # noqa: E402
 
 from argml.core.config import LiveParams  # noqa: E402
+from argml.core.errors import Unavailable  # noqa: E402
 from argml.core.files import check_writable  # noqa: E402
 from argml.live.capture import frame_source  # noqa: E402
 from argml.live.pooling import TrackPools  # noqa: E402
@@ -72,7 +73,7 @@ class Recorder:
                 self.size = (frame.shape[1], frame.shape[0])
                 self.writer = cv2.VideoWriter(self.video_path, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
                 if not self.writer.isOpened():
-                    raise RuntimeError(f"cannot write the video {self.video_path} (OpenCV's mp4 writer refused it)")
+                    raise Unavailable(f"cannot write the video {self.video_path} (OpenCV's mp4 writer refused it)")
             same = (frame.shape[1], frame.shape[0]) == self.size
             self.writer.write(frame if same else cv2.resize(frame, self.size))
 
@@ -132,7 +133,7 @@ def run(options: LiveOptions) -> dict:
     check_writable(options.jsonl, (".jsonl",), "--jsonl")
     settings = inference.settings(options.params)
     face_detector = inference.open_detector(settings, options.detector, options.detector_sha256)
-    frames, source_fps, stop_source = frame_source(options.source)
+    frames, source_fps, stop_source = frame_source(options.source, inference.decode_limits(options.params))
     stream_clock = options.inline and not options.source.isdigit()
     clock_fps = source_fps or STREAM_FPS
     backend = inference.choose_backend(options.model, options.backend or settings.backend)

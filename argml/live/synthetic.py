@@ -12,6 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from argml.core import images
+
 
 @dataclass(frozen=True)
 class Person:
@@ -64,9 +66,7 @@ def make_video(path: str | Path, people: list[Person], frames: int, size: tuple[
     width, height = size
     faces = {}
     for person in people:
-        image = cv2.imread(person.image)
-        if image is None:
-            raise FileNotFoundError(f"cannot read face image {person.image}")
+        image = images.read(person.image)  # argml's one decode path; an ImageError names the file
         faces[person.image] = cv2.resize(image, (person.size, person.size), interpolation=cv2.INTER_AREA)
     canvas = background(width, height, seed)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))

@@ -11,6 +11,7 @@ import math
 import keras
 import numpy as np
 
+from argml.core.errors import BadInput
 from argml.core.labels import TASKS
 
 
@@ -27,7 +28,7 @@ class CachedBatches(keras.utils.PyDataset):
         self.arrays, self.rows, self.targets, self.mirrored = arrays, rows, targets, mirrored
         self.batch_size, self.shuffle, self.drop_remainder = batch_size, shuffle, drop_remainder
         if drop_remainder and len(rows) < batch_size:
-            raise ValueError(f"{len(rows)} examples make no full batch of {batch_size}: lower train.batch_size")
+            raise BadInput(f"{len(rows)} examples make no full batch of {batch_size}: lower train.batch_size")
         if mirrored is not None and not shuffle:
             raise ValueError("mirrored inputs are a training augmentation: they need shuffle=True")
         self.rng = np.random.default_rng(seed)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pickle
 import re
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
+from argml.core.errors import BadInput  # noqa: E402
 from argml.core.files import cache_dir  # noqa: E402
 
 INPUT_SIZE = 160
@@ -150,7 +152,7 @@ def _build_block(x, block: str):
 
 def block_index(block: str) -> int:
     if block not in BLOCKS:
-        raise ValueError(f"unknown FaceNet block {block!r}; blocks are {', '.join(BLOCKS)}")
+        raise BadInput(f"unknown FaceNet block {block!r}; blocks are {', '.join(BLOCKS)}")
     return BLOCKS.index(block)
 
 
@@ -349,7 +351,11 @@ def load_facenet(weights: str | None = CASIA_WEBFACE, cache: bool = True) -> ker
     if weights == CASIA_WEBFACE:
         load_graph_weights(model, read_graph_constants(casia_graph_path()))
     else:
-        load_torch_state_dict(model, read_torch_state_dict(weights))
+        try:
+            load_torch_state_dict(model, read_torch_state_dict(weights))
+        except (KeyError, ValueError, RuntimeError, pickle.UnpicklingError) as error:  # the file, not argml
+            raise BadInput(f"FaceNet weights {weights}: not facenet-pytorch's InceptionResnetV1 state dict "
+                           f"({error})") from error
     if cache:
         staging = cached.with_name(f".{os.getpid()}.{time.time_ns()}.weights.h5")  # atomic: no half file
         model.save_weights(staging)
@@ -377,7 +383,7 @@ def split(model: keras.Model, at: str) -> tuple[keras.Model, keras.Model]:
     the same weights. Caching `lower`'s outputs lets fine-tuning from `at` skip the frozen part."""
     index = block_index(at)
     if index == 0:
-        raise ValueError("cannot split before the stem")
+        raise BadInput("cannot split before the stem")
     lower = feature_model(model, block_output_layer(model, BLOCKS[index - 1]))
     upper = build(first=at, name=f"facenet_from_{at}")
     for layer in upper.layers:

@@ -23,6 +23,8 @@ import pandas as pd
 
 from argml.core.card import FeatureCache, ModelCard, Readout
 from argml.core.config import AlignParams, TrainParams
+from argml.core.errors import BadInput
+from argml.core.files import atomic_dir
 from argml.core.labels import TASK_CLASSES, AgeMode
 from argml.model import facenet, features
 from argml.model.age import choose_readout, smoothed_targets
@@ -123,7 +125,7 @@ def distribution_scope(distribute: str):
     if distribute == "none":
         return contextlib.nullcontext()
     if keras.backend.backend() != "tensorflow":
-        raise ValueError(f"train.distribute: {distribute} needs the TensorFlow backend, not {keras.backend.backend()}")
+        raise BadInput(f"train.distribute: {distribute} needs the TensorFlow backend, not {keras.backend.backend()}")
     import tensorflow as tf
 
     devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
@@ -276,9 +278,9 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: AgeMode, settin
     card = ModelCard(mode=mode, input_size=facenet.INPUT_SIZE, age_values=tuple(data.age_values),
                      features=data.cache, align=align, readout=Readout(scores["bins"], scores["years"]),
                      multi_level=settings.multi_level)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    model.save(model_dir / "model.keras")
-    card.save(model_dir / "model.json")
-    save_validation(model_dir / VALIDATION_FILE, validation, data.val["labels"])
+    with atomic_dir(model_dir) as staging:  # a kill while saving leaves no half-written model
+        model.save(staging / "model.keras")
+        card.save(staging / "model.json")
+        save_validation(staging / VALIDATION_FILE, validation, data.val["labels"])
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # done: a later run starts afresh
     return TrainingResult(history, card, scores, validation, data.val["labels"])

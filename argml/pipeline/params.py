@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from argml.core.config import Params, load_params
+from argml.core.config import Params, ParamsError, load_params
 
 
 def check_params(path: str | Path = "params.yaml") -> Params:
@@ -16,6 +16,6 @@ def check_params(path: str | Path = "params.yaml") -> Params:
     facenet.block_index(params.features.from_block)  # ValueError naming the known blocks
     weights = params.features.weights
     if weights != facenet.CASIA_WEBFACE and not Path(weights).expanduser().is_file():
-        raise ValueError(f"params: features.weights must be {facenet.CASIA_WEBFACE!r} or an existing "
-                         f".pt file, got {weights!r}")
+        raise ParamsError(f"params: features.weights must be {facenet.CASIA_WEBFACE!r} or an existing "
+                          f".pt file, got {weights!r}")
     return params

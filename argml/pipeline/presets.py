@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 
 from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from argml.pipeline.params import check_params
-from argml.core.errors import command
+from argml.core.errors import BadInput, command, one_line
 from argml.core.files import atomic_path
 
 
@@ -42,17 +43,24 @@ def dotted(tree: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
+def _load(path: str | Path):
+    try:
+        return _round_trip().load(Path(path).read_text())
+    except YAMLError as error:
+        raise BadInput(f"{path} is not valid YAML: {one_line(error)}") from error
+
+
 def _plan(preset_path: str | Path, params_path: str | Path) -> tuple[dict, dict[str, tuple]]:
     """params.yaml as a round-trip tree, and what the preset changes in it (see `changes`)."""
-    preset = _round_trip().load(Path(preset_path).read_text())
+    preset = _load(preset_path)
     if not isinstance(preset, dict) or not preset:
-        raise ValueError(f"preset {preset_path}: expected a mapping of sections, got {preset!r}")
-    params = _round_trip().load(Path(params_path).read_text())
+        raise BadInput(f"preset {preset_path}: expected a mapping of sections, got {preset!r}")
+    params = _load(params_path)
     current = dotted(params)
     wanted = dotted(preset)
     unknown = sorted(set(wanted) - set(current))
     if unknown:
-        raise ValueError(f"preset {preset_path}: {', '.join(unknown)} not in {params_path}")
+        raise BadInput(f"preset {preset_path}: {', '.join(unknown)} not in {params_path}")
     return params, {key: (current[key], value) for key, value in wanted.items() if current[key] != value}
 
 
@@ -92,7 +100,7 @@ def main(argv: list[str] | None = None, prog: str = "argml presets") -> int:
     try:
         changed = changes(args.preset, args.params) if args.dry_run else apply(args.preset, args.params)
     except (ValueError, FileNotFoundError) as error:
-        raise ValueError(f"{error}; {args.params} was not changed") from error
+        raise BadInput(f"{error}; {args.params} was not changed") from error
     verb = "would change" if args.dry_run else "changed"
     print(f"presets: {args.preset} {verb} {len(changed)} setting(s) of {args.params}")
     for key, (old, new) in changed.items():

@@ -13,7 +13,12 @@ import numpy as np
 import pandas as pd
 
 from argml.core.card import ModelCard
+from argml.core.errors import BadInput
 from argml.model.answers import predictions_table
+
+
+def first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def check_faces(faces, size: int) -> np.ndarray:
@@ -21,14 +26,14 @@ def check_faces(faces, size: int) -> np.ndarray:
     (images scaled to 0-1 would otherwise be read as black and answered with confident nonsense)."""
     faces = np.asarray(faces)
     if faces.ndim != 4 or faces.shape[1:] != (size, size, 3):
-        raise ValueError(f"the model wants aligned RGB faces of shape [N, {size}, {size}, 3], got {list(faces.shape)}")
+        raise BadInput(f"the model wants aligned RGB faces of shape [N, {size}, {size}, 3], got {list(faces.shape)}")
     if faces.dtype.kind not in "uif":
-        raise ValueError(f"the model wants numbers 0-255, got values of type {faces.dtype}")
+        raise BadInput(f"the model wants numbers 0-255, got values of type {faces.dtype}")
     if faces.size and (faces.min() < 0 or faces.max() > 255):
-        raise ValueError(f"the model wants pixel values 0-255, got {faces.min()}..{faces.max()}")
+        raise BadInput(f"the model wants pixel values 0-255, got {faces.min()}..{faces.max()}")
     if faces.dtype.kind == "f" and not np.array_equal(faces, np.round(faces)):
-        raise ValueError("the model wants integer pixel values 0-255 (uint8 RGB), got fractions: images "
-                         "scaled to 0-1 must be given as 0-255")
+        raise BadInput("the model wants integer pixel values 0-255 (uint8 RGB), got fractions: images "
+                       "scaled to 0-1 must be given as 0-255")
     return faces.astype(np.float32)
 
 
@@ -42,7 +47,11 @@ class Classifier:
         if not model_path.exists():
             raise FileNotFoundError(f"model {model_path} not found")
         self.card = card or ModelCard.load(model_path)
-        self.model = keras.saving.load_model(model_path, compile=False)
+        try:  # safe mode (Keras' default): a Lambda layer, which would run code, is refused
+            self.model = keras.saving.load_model(model_path, compile=False)
+        except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a file it will not load
+            raise BadInput(f"model {model_path} could not be loaded by Keras (refused or damaged: "
+                           f"{first_line(error)})") from error
         self.input_size = self.card.input_size
 
     def probabilities(self, faces: np.ndarray) -> dict[str, np.ndarray]:

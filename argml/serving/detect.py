@@ -32,6 +32,7 @@ import hashlib  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from argml.core.errors import BadInput, Unavailable  # noqa: E402
 from argml.core.files import cache_dir, file_digest  # noqa: E402
 from argml.data.download import ChecksumError, download_file  # noqa: E402
 
@@ -71,7 +72,7 @@ def resolve_detector(source: str | None = None, sha256: str = "") -> Path:
     if urlparse(source).scheme in ("http", "https"):
         path = _cached_download(source, sha256)
     elif urlparse(source).scheme:
-        raise ValueError(f"face detector {source!r}: only http(s) URLs and local paths are supported")
+        raise BadInput(f"face detector {source!r}: only http(s) URLs and local paths are supported")
     else:
         path = Path(source).expanduser()
         if not path.is_file():
@@ -79,7 +80,7 @@ def resolve_detector(source: str | None = None, sha256: str = "") -> Path:
         if sha256:
             _check_digest(path, sha256)
     if path.suffix.lower() not in FORMATS:
-        raise ValueError(f"face detector {path.name}: use an Ultralytics YOLO model in one of {', '.join(FORMATS)}")
+        raise BadInput(f"face detector {path.name}: use an Ultralytics YOLO model in one of {', '.join(FORMATS)}")
     return path
 
 
@@ -100,7 +101,7 @@ def _cached_download(url: str, sha256: str) -> Path:
         try:
             download_file(url, target, sha256)
         except requests.RequestException as error:
-            raise RuntimeError(f"face detector {url} could not be downloaded: {error}") from None
+            raise Unavailable(f"face detector {url} could not be downloaded: {error}") from None
         recorded.write_text(file_digest(target, "sha256") + "\n")
     _check_digest(target, sha256 or recorded.read_text().strip())
     return target
@@ -125,10 +126,8 @@ class FaceDetector:
         try:  # the task (pose for 5-keypoint face models) comes from the model's metadata
             self.model = YOLO(str(model_path))
         except Exception as error:  # noqa: BLE001 (Ultralytics raises many kinds for a bad file)
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ValueError(f"face detector {model_path} could not be loaded as an Ultralytics YOLO model "
-                             f"(refused or damaged: {first_line})") from None
-        self.confidence, self.imgsz = confidence, imgsz
+            raise _unloadable(model_path, error) from None
+        self.path, self.confidence, self.imgsz, self.loaded = model_path, confidence, imgsz, False
 
     @staticmethod
     def _faces(result) -> list[Face]:
@@ -140,12 +139,31 @@ class FaceDetector:
         return [Face(tuple(float(v) for v in xyxy), float(conf), track_id, kp)
                 for xyxy, conf, track_id, kp in zip(boxes.xyxy.tolist(), boxes.conf.tolist(), ids, points)]
 
+    def _first(self, call):
+        """Ultralytics reads some model files (.tflite, .onnx) only at the first prediction: a damaged one is
+        a BadInput naming the file there, not an error from deep inside Ultralytics."""
+        if self.loaded:
+            return call()
+        try:
+            result = call()
+        except Exception as error:  # noqa: BLE001 (Ultralytics raises many kinds for a bad file)
+            raise _unloadable(self.path, error) from None
+        self.loaded = True
+        return result
+
     def detect(self, frame_bgr: np.ndarray) -> list[Face]:
-        result = self.model.predict(frame_bgr, conf=self.confidence, imgsz=self.imgsz, verbose=False)[0]
+        result = self._first(lambda: self.model.predict(frame_bgr, conf=self.confidence, imgsz=self.imgsz,
+                                                        verbose=False))[0]
         return self._faces(result)
 
     def track(self, frame_bgr: np.ndarray) -> list[Face]:
         """Faces with persistent track ids across calls (ByteTrack, Ultralytics' default settings)."""
-        result = self.model.track(frame_bgr, conf=self.confidence, imgsz=self.imgsz, persist=True,
-                                  tracker="bytetrack.yaml", verbose=False)[0]
+        result = self._first(lambda: self.model.track(frame_bgr, conf=self.confidence, imgsz=self.imgsz,
+                                                      persist=True, tracker="bytetrack.yaml", verbose=False))[0]
         return self._faces(result)
+
+
+def _unloadable(model_path: Path, error: Exception) -> BadInput:
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return BadInput(f"face detector {model_path} could not be loaded as an Ultralytics YOLO model "
+                    f"(refused or damaged: {first_line})")

@@ -11,6 +11,7 @@ from pathlib import Path
 import mlflow
 
 from argml.core.card import ModelCard
+from argml.core.errors import BadInput
 from argml.core.files import cache_dir, file_digest
 from argml.serving.convert import KINDS, export_name
 from argml.serving.litert import LiteClassifier
@@ -28,8 +29,8 @@ def log_exports(run_id: str, export_dir: str | Path, report_path: str | Path, mo
     client = mlflow.MlflowClient()
     version = client.get_model_version_by_alias(model_name, mode)
     if version.run_id != run_id:
-        raise RuntimeError(f"{model_name}@{mode} is version {version.version} from run {version.run_id}, not this "
-                           f"model's run {run_id}: run `dvc repro evaluate@{mode}` first")
+        raise BadInput(f"{model_name}@{mode} is version {version.version} from run {version.run_id}, not this "
+                       f"model's run {run_id}: run `dvc repro evaluate@{mode}` first")
     for path in (*(export_dir / export_name(kind) for kind in KINDS), export_dir / "model.json", report_path):
         client.log_artifact(run_id, str(path), ARTIFACT_FOLDER)
     report = json.loads(Path(report_path).read_text())
@@ -46,8 +47,8 @@ def registered_export(uri: str, kind: str = "int8", threads: int = 0) -> LiteCla
     configure()
     version = registry.registered_version(uri)
     if version is None:
-        raise ValueError(f"{uri}: the LiteRT backend needs a models:/NAME@ALIAS or models:/NAME/VERSION URI, "
-                         "or the path of a .tflite export")
+        raise BadInput(f"{uri}: the LiteRT backend needs a models:/NAME@ALIAS or models:/NAME/VERSION URI, "
+                       "or the path of a .tflite export")
     sha256 = version.tags.get(f"litert_{kind}_sha256")
     if sha256 is None:
         raise FileNotFoundError(f"{uri} (version {version.version}) has no LiteRT export: run `dvc repro "

@@ -21,8 +21,10 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from argml.core import images  # noqa: E402
 from argml.core.card import ModelCard  # noqa: E402
 from argml.core.config import BACKENDS, LiveParams, load_params  # noqa: E402
+from argml.core.errors import BadInput  # noqa: E402
 from argml.core.labels import TASKS  # noqa: E402
 
 DEFAULT_MODEL = "models:/argml@champion"
@@ -31,6 +33,11 @@ DEFAULT_MODEL = "models:/argml@champion"
 def settings(params: str | Path = "params.yaml") -> LiveParams:
     """The `live` section of `params` (defaults when there is no such file, e.g. outside the repository)."""
     return load_params(params).live if Path(params).exists() else LiveParams()
+
+
+def decode_limits(params: str | Path = "params.yaml") -> images.Limits:
+    """The `decode` section of `params` (defaults when there is no such file): the limits of every image read."""
+    return load_params(params).decode.limits() if Path(params).exists() else images.Limits()
 
 
 def open_detector(live: LiveParams, detector: str | None = None, sha256: str = "") -> detect.FaceDetector:
@@ -47,7 +54,7 @@ def choose_backend(model: str | Path, backend: str = "auto") -> str:
     """keras or litert. `auto`: a .tflite file runs on LiteRT; a models:/ URI on its version's int8 LiteRT
     export when the export stage found it within tolerance of Keras; anything else on Keras."""
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise BadInput(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend != "auto":
         return backend
     if str(model).endswith(".tflite"):
@@ -72,10 +79,10 @@ def load_classifier(model: str | Path, backend: str = "keras", threads: int = 0)
             return litert.LiteClassifier(model, threads=threads)
         if model.startswith("models:/"):
             return exports.registered_export(model, "int8", threads)
-        raise ValueError(f"--backend litert needs a models:/ URI or a .tflite export (dvc repro writes "
-                         f"data/litert/<mode>/model.int8.tflite), got {model}")
+        raise BadInput(f"--backend litert needs a models:/ URI or a .tflite export (dvc repro writes "
+                       f"data/litert/<mode>/model.int8.tflite), got {model}")
     if model.endswith(".tflite"):
-        raise ValueError(f"{model} is a LiteRT export: use --backend litert (or auto)")
+        raise BadInput(f"{model} is a LiteRT export: use --backend litert (or auto)")
     if is_registry_uri(model):
         from argml.serving import pyfunc
 
@@ -87,8 +94,8 @@ def recorded_padding(card: ModelCard) -> float:
     """The alignment margin the model was trained with; a card without it is refused, since a guess would
     silently shift every face away from what the model learned."""
     if card.align is None:
-        raise ValueError("the model's model.json records no alignment (align.padding): retrain it with this "
-                         "version of argml, or add the padding its training data used")
+        raise BadInput("the model's model.json records no alignment (align.padding): retrain it with this "
+                       "version of argml, or add the padding its training data used")
     return card.align.padding
 
 

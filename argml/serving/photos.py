@@ -12,7 +12,8 @@ Input: a table with a column `image` (base64 of a JPEG or PNG file) and optional
 
 Output: per face, `name`, `face`, the box, `detector_confidence` and what `argml.predict` gives (label,
 probability and distribution per task, `age_years`); an image that cannot be read gets one row with `error`
-set and no face, instead of failing the request.
+set and no face (an unreadable image, or one over the decode limits, for example "x.png: 20000x20000 =
+400,000,000 pixels is over the limit of 50,000,000 pixels"), instead of failing the request.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 from argml.core import images
+from argml.core.errors import BadInput, ChecksumError, UserError
 from argml.core.files import file_digest
 from argml.serving.pyfunc import PACKAGE
 
@@ -44,15 +46,17 @@ def model_name(base: str) -> str:
 
 
 def decode(encoded: str, name: str = "image", limits: images.Limits = images.Limits()) -> np.ndarray:
-    """base64 of an image file -> BGR pixels, within `limits`; ValueError saying what is wrong."""
+    """base64 of an image file -> BGR pixels, within `limits`; a BadInput (ImageError for the image itself)
+    saying what is wrong, naming the image."""
     if not isinstance(encoded, str) or not encoded:
-        raise ValueError("no image: `image` must hold the base64 of a JPEG or PNG file")
+        raise BadInput(f"{name}: no image: `image` must hold the base64 of a JPEG or PNG file")
     if len(encoded) > 4 * (limits.max_bytes // 3 + 1):  # before decoding the base64 itself
-        raise images.ImageError(f"{name}: over the limit of {limits.max_bytes:,} bytes (decode.max_bytes)")
+        raise images.ImageError(f"{name}: over the limit of {limits.max_bytes:,} bytes (decode.max_bytes)",
+                                "too-large")
     try:
         data = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError("`image` is not valid base64") from None
+        raise BadInput(f"{name}: `image` is not valid base64") from None
     return images.decode(data, name, limits)
 
 
@@ -63,10 +67,10 @@ class PhotoPyfunc(mlflow.pyfunc.PythonModel):
         settings = json.loads(Path(context.artifacts["settings"]).read_text())
         detector = Path(context.artifacts["detector"])
         if file_digest(detector, "sha256") != settings["detector_sha256"]:
-            raise ValueError(f"the face detector {detector} does not match the sha256 it was logged with")
+            raise ChecksumError(f"the face detector {detector} does not match the sha256 it was logged with")
         classifier = Path(context.artifacts["classifier"]) / settings["classifier"]
         if file_digest(classifier, "sha256") != settings["classifier_sha256"]:
-            raise ValueError(f"the classifier {classifier} does not match the sha256 it was logged with")
+            raise ChecksumError(f"the classifier {classifier} does not match the sha256 it was logged with")
         self.detector = inference.detect.FaceDetector(detector, settings["detector_confidence"],
                                                       settings["detector_imgsz"], settings.get("detector_threads", 0))
         self.classifier = inference.FaceClassifier(classifier, settings["backend"], settings.get("threads", 0))
@@ -83,7 +87,7 @@ class PhotoPyfunc(mlflow.pyfunc.PythonModel):
             try:
                 faces = inference.predict_image(decode(row.get("image"), name, self.limits), self.detector,
                                                  self.classifier)
-            except ValueError as error:
+            except UserError as error:  # this image's own problem; a bug fails the request
                 tables.append(pd.DataFrame([{"name": name, "error": str(error)}]))
                 continue
             tables.append(faces.assign(name=name, error=None))

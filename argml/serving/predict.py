@@ -4,7 +4,8 @@ Images and folders (searched recursively) -> one row per face found: file, face 
 confidence, and per task the label and its probability, plus the age bin and years under the model's
 read-out. Faces are found by the YOLO face model and aligned as in training; with `--aligned`, each image
 already is one face aligned as in training (e.g. the pipeline's data/aligned), classified as it is. Unreadable
-files, and with --aligned images of another size, are listed and counted, not fatal.
+files, images over the `decode` limits of params.yaml (argml.core.images), and with --aligned images of another
+size, are listed with the reason and counted, not fatal.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tqdm import tqdm  # noqa: E402
 
 from argml.core import images  # noqa: E402
 from argml.core.config import BACKENDS  # noqa: E402
-from argml.core.errors import command  # noqa: E402
+from argml.core.errors import BadInput, NotFound, command  # noqa: E402
 from argml.core.files import IMAGE_SUFFIXES, atomic_path, check_writable  # noqa: E402
 from argml.serving import detect  # noqa: E402
 
@@ -35,24 +36,24 @@ def image_paths(paths: list[str]) -> list[Path]:
         elif path.exists():
             found.append(path)
         else:
-            raise FileNotFoundError(f"{path} does not exist")
+            raise NotFound(f"{path} does not exist")
     return found
 
 
-def _read(path: Path, problems: dict[str, str]):
+def _read(path: Path, problems: dict[str, str], limits: images.Limits):
     """The image's pixels, or None with the reason kept in `problems` (the file goes on the unreadable list)."""
     try:
-        return images.read(path)
+        return images.read(path, limits)
     except images.ImageError as error:
         problems[str(path)] = str(error)
         return None
 
 
-def predict_files(files: list[Path], classifier: inference.FaceClassifier,
-                  face_detector) -> tuple[pd.DataFrame, dict[str, str]]:
+def predict_files(files: list[Path], classifier: inference.FaceClassifier, face_detector,
+                  limits: images.Limits = images.Limits()) -> tuple[pd.DataFrame, dict[str, str]]:
     tables, unreadable = [], {}
     for path in tqdm(files, desc="predict", unit="img"):
-        image = _read(path, unreadable)
+        image = _read(path, unreadable, limits)
         if image is None:
             continue
         faces = inference.predict_image(image, face_detector, classifier)
@@ -64,8 +65,8 @@ def predict_files(files: list[Path], classifier: inference.FaceClassifier,
     return table[COLUMNS + [column for column in table.columns if column not in COLUMNS]], unreadable
 
 
-def predict_aligned(files: list[Path], classifier: inference.FaceClassifier,
-                    batch_size: int = 32) -> tuple[pd.DataFrame, dict[str, str]]:
+def predict_aligned(files: list[Path], classifier: inference.FaceClassifier, batch_size: int = 32,
+                    limits: images.Limits = images.Limits()) -> tuple[pd.DataFrame, dict[str, str]]:
     """One row per image that is an aligned face of the model's input size; the others are returned, each
     with the reason."""
     import cv2
@@ -81,7 +82,7 @@ def predict_aligned(files: list[Path], classifier: inference.FaceClassifier,
             names.clear()
 
     for path in tqdm(files, desc="predict", unit="img"):
-        image = _read(path, rejected)
+        image = _read(path, rejected, limits)
         if image is None:
             continue
         if image.shape[:2] != (size, size):
@@ -106,22 +107,22 @@ def save(table: pd.DataFrame, out: str | Path) -> None:
         elif out.suffix == ".csv":
             table.to_csv(staging, index=False)
         else:
-            raise ValueError(f"--out must end in .csv or .jsonl, got {out.name!r}")
+            raise BadInput(f"--out must end in .csv or .jsonl, got {out.name!r}")
 
 
 def run(paths: list[str], out: str, model: str = inference.DEFAULT_MODEL, detector: str | None = None,
         params: str = "params.yaml", detector_sha256: str = "", backend: str | None = None,
         aligned: bool = False) -> dict:
     check_writable(out, (".csv", ".jsonl"), "--out")
-    settings = inference.settings(params)
+    settings, limits = inference.settings(params), inference.decode_limits(params)
     face_detector = None if aligned else inference.open_detector(settings, detector, detector_sha256)
     files = image_paths(paths)
     backend = inference.choose_backend(model, backend or settings.backend)
     classifier = inference.FaceClassifier(model, backend)
     if aligned:
-        table, unreadable = predict_aligned(files, classifier)
+        table, unreadable = predict_aligned(files, classifier, limits=limits)
     else:
-        table, unreadable = predict_files(files, classifier, face_detector)
+        table, unreadable = predict_files(files, classifier, face_detector, limits)
     save(table, out)
     return {"images": len(files), "faces": len(table), "unreadable": list(unreadable), "problems": unreadable,
             "backend": backend}

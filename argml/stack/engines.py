@@ -28,6 +28,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from argml.core import errors
+
 DEFAULT_PORTS = {"postgres": 5432, "s3": 9000, "mlflow": 5000}
 HOST = "127.0.0.1"
 BUCKETS = {"mlflow": "argml-mlflow", "dvc": "argml-dvc"}
@@ -36,7 +38,7 @@ USERS = {"trainer": None, "reader": "READ"}  # created by `up`: trainer runs the
 S3_REGION = "us-east-1"
 
 
-class StackError(RuntimeError):
+class StackError(errors.Unavailable):
     pass
 
 
@@ -65,6 +67,7 @@ def read_state(folder: str | Path) -> dict:
 def _write_state(folder: Path, state: dict) -> None:
     path = _state_file(folder)
     staging = path.with_suffix(".tmp")
+    staging.unlink(missing_ok=True)  # one left by a crash keeps its own mode: touch(mode=...) would not reset it
     staging.touch(mode=0o600)
     staging.write_text(json.dumps(state, indent=2) + "\n")
     staging.replace(path)
@@ -330,6 +333,7 @@ def client_env(state: dict, user: str = "trainer") -> dict[str, str]:
             "AWS_DEFAULT_REGION": S3_REGION, "ARGML_S3_ENDPOINT": s3_endpoint(state)}
 
 
+@errors.command("argml.stack")
 def main(argv: list[str] | None = None, prog: str = "python -m argml.stack") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -355,8 +359,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m argml.stack") -> 
         else:
             print("\n".join(f"export {key}={value}" for key, value in client_env(read_state(args.dir), args.user).items()))
     except StackError as error:
-        print(f"argml.stack: {error}", file=sys.stderr)
-        return 1
+        return errors.report("argml.stack", error)
     return 0
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import mlflow
 
+from argml.core.errors import NotFound
 from argml.core.files import file_digest
 from argml.tracking.runs import EXPERIMENT, configure
 
@@ -45,15 +46,20 @@ def run_of(model_dir: str | Path) -> str:
 
 
 def registered_version(uri: str):
-    """The model version a models:/NAME@ALIAS or models:/NAME/VERSION URI names; None for other URIs."""
+    """The model version a models:/NAME@ALIAS or models:/NAME/VERSION URI names; None for other URIs;
+    NotFound when the registry has no such version."""
     if not uri.startswith("models:/"):
         return None
     name, _, selector = uri[len("models:/"):].partition("@")
     client = mlflow.MlflowClient()
-    if selector:
-        return client.get_model_version_by_alias(name, selector)
-    name, _, number = name.partition("/")
-    return client.get_model_version(name, number) if number.isdigit() else None
+    try:
+        if selector:
+            return client.get_model_version_by_alias(name, selector)
+        name, _, number = name.partition("/")
+        return client.get_model_version(name, number) if number.isdigit() else None
+    except mlflow.exceptions.MlflowException as error:
+        raise NotFound(f"no model at {uri} in {mlflow.get_tracking_uri()}: train one with `dvc repro`, or pass "
+                       f"--model path/to/model.keras ({error.message.splitlines()[0]})") from None
 
 
 def local_model_mismatch(uri: str, models_dir: str | Path = "data/models") -> str | None:
@@ -61,7 +67,7 @@ def local_model_mismatch(uri: str, models_dir: str | Path = "data/models") -> st
     registered version `uri` names; None when they match or there is nothing to compare."""
     try:
         version = registered_version(uri)
-    except mlflow.exceptions.MlflowException:
+    except NotFound:
         return None
     if version is None or "model_sha256" not in version.tags:
         return None
@@ -79,6 +85,11 @@ def set_champion(model_name: str, mode: str) -> int:
     """Point alias `champion` at the version that carries alias `mode`."""
     configure(create=True)
     client = mlflow.MlflowClient()
-    version = int(client.get_model_version_by_alias(model_name, mode).version)
+    try:
+        version = int(client.get_model_version_by_alias(model_name, mode).version)
+    except mlflow.exceptions.MlflowException as error:
+        raise NotFound(f"no version of {model_name} has the alias {mode} in {mlflow.get_tracking_uri()}: run "
+                       f"`dvc repro` (evaluate@{mode} and export@{mode} register it) first "
+                       f"({error.message.splitlines()[0]})") from None
     client.set_registered_model_alias(model_name, "champion", version)
     return version

@@ -11,6 +11,8 @@ import json
 import os
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -19,6 +21,7 @@ import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from argml.core.errors import Unavailable  # noqa: E402
 from argml.core.files import Terminated  # noqa: E402
 
 EXPERIMENT = "argml"
@@ -37,6 +40,8 @@ def configure(create: bool = False) -> str:
                                     "run from the repository after `dvc repro`, set MLFLOW_TRACKING_URI, or pass "
                                     "--model path/to/model.keras")
         uri = f"sqlite:///{local}"
+    elif uri.startswith(("http://", "https://")):
+        check_server(uri)
     mlflow.set_tracking_uri(uri)
     if not create:
         return uri
@@ -50,6 +55,19 @@ def configure(create: bool = False) -> str:
             mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
     mlflow.set_experiment(EXPERIMENT)
     return uri
+
+
+def check_server(uri: str, timeout: float = 5) -> None:
+    """Unavailable at once when nothing answers at a tracking server's address (MLflow's own client would
+    retry for about two minutes first); any HTTP answer, even an error status, means it is up."""
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return
+    except OSError as error:
+        reason = getattr(error, "reason", error)
+        raise Unavailable(f"the MLflow server {uri} does not answer ({reason}): start it (`argml stack up`), or "
+                          "unset MLFLOW_TRACKING_URI to use ./mlflow.db") from None
 
 
 def git_commit() -> str:

@@ -21,9 +21,11 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-from argml.core.errors import command
+from argml.core.errors import Unavailable, command
 
 BROWSERS = ("chromium-headless-shell", "chromium", "chromium-browser")
 
@@ -88,7 +90,7 @@ def _devtools_port(profile: Path, browser: subprocess.Popen, timeout: float) -> 
     marker = profile / "DevToolsActivePort"
     while time.monotonic() < deadline:
         if browser.poll() is not None:
-            raise RuntimeError(f"Chromium exited with code {browser.returncode} before it opened DevTools")
+            raise Unavailable(f"Chromium exited with code {browser.returncode} before it opened DevTools")
         if marker.exists() and (lines := marker.read_text().splitlines()):
             return int(lines[0])
         time.sleep(0.1)
@@ -112,9 +114,9 @@ async def _drive(port: int, url: str, out: Path | None, expect: tuple[str, ...],
                     reply = json.loads(message.data)
                     if reply.get("id") == number:
                         if "error" in reply:
-                            raise RuntimeError(f"DevTools {method}: {reply['error']}")
+                            raise Unavailable(f"DevTools {method}: {reply['error']}")
                         return reply.get("result", {})
-                raise RuntimeError("Chromium closed the DevTools connection")
+                raise Unavailable("Chromium closed the DevTools connection")
 
             await call("Network.enable")
             if headers:
@@ -170,6 +172,18 @@ def runs_link(tracking_uri: str, experiment_id: str) -> str:
     return mlflow_pages(base, experiment_id)["runs"]
 
 
+def check_answers(url: str, timeout: float = 10) -> None:
+    """Unavailable when nothing answers at `url` (Chromium would show its own error page, not fail); any HTTP
+    answer, a 401 too, means the server is up."""
+    try:
+        urllib.request.urlopen(url, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return
+    except OSError as error:
+        raise Unavailable(f"{url} does not answer ({getattr(error, 'reason', error)}): is the MLflow UI or server "
+                          "running?") from None
+
+
 @command("ui")
 def main(argv: list[str] | None = None, prog: str = "argml ui") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
@@ -182,6 +196,7 @@ def main(argv: list[str] | None = None, prog: str = "argml ui") -> int:
     parser.add_argument("--timeout", type=float, default=60)
     args = parser.parse_args(argv)
     width, height = map(int, args.size.lower().split("x"))
+    check_answers(args.url)
     text = open_page(args.url, args.out, tuple(args.expect), args.user, os.environ.get("ARGML_UI_PASSWORD"),
                      (width, height), args.timeout)
     print(text)
