@@ -10,6 +10,7 @@ BENCHMARKS = {  # name -> what it measures (the module argml.bench.<name> does i
     "finetune": "fine-tuning images/s from each start block",
     "live": "end-to-end FPS of the live loop on 1, 3 and 12 real faces",
     "photos": "latency of a served photo model under concurrent clients",
+    "stack": "the team stack under 8 concurrent training clients, and dvc push/fetch MB/s through its S3",
     "tracking": "team mode's cost: pipeline stages against the MLflow server vs SQLite",
 }
 

@@ -6,6 +6,8 @@
     down [--purge]                                   stop the engines (--purge: delete the folder too)
     backup DIR                                       dump both databases, copy both buckets, write a manifest
     restore DIR --dir NEW                            a new stack in NEW from the backup DIR
+    configure --dir /etc/argml                       production (deploy/systemd): stack.json and the files the
+                                                     units read (S3 identities, MLflow's auth ini and env file)
 
 Everything lives in the stack folder: data, logs (DIR/logs/ENGINE.log), sockets, DIR/stack.json (ports, process
 ids, generated passwords and keys; mode 0600).
@@ -27,7 +29,7 @@ from argml.stack.state import DEFAULT_PORTS, USERS, read_state
 def main(argv: list[str] | None = None, prog: str = "python -m argml.stack") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("up", "down", "status", "env", "backup", "restore"))
+    parser.add_argument("command", choices=("up", "down", "status", "env", "backup", "restore", "configure"))
     parser.add_argument("backup_dir", nargs="?", help="backup/restore: the backup's folder")
     parser.add_argument("--dir", default=".stack", help="the stack's folder (default %(default)s)")
     parser.add_argument("--ports", default="", help=f"'auto' or name=port pairs of {', '.join(DEFAULT_PORTS)} "
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m argml.stack") -> 
         for engine, why in report.items():
             print(f"{engine}: up" if why is None else f"{engine}: DOWN: {why}")
         return 0 if all(why is None for why in report.values()) else 1
+    elif args.command == "configure":
+        print("\n".join(f"wrote {path}" for path in engines.configure(args.dir)))
     elif args.command == "env":
         print(engines.env_lines(read_state(args.dir), args.user))
     else:

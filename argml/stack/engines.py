@@ -132,6 +132,21 @@ def client_env(state: dict, user: str = "trainer") -> dict[str, str]:
             "AWS_DEFAULT_REGION": S3_REGION, "ARGML_S3_ENDPOINT": s3_endpoint(state)}
 
 
+def configure(folder: str | Path) -> list[Path]:
+    """For engines run by systemd (deploy/systemd): DIR/stack.json (new secrets and the default ports unless it
+    exists), then the files the units read: s3-identities.json, basic_auth.ini and mlflow.env (mode 0600)."""
+    folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    old = read_state(folder) if state_file(folder).exists() else {}
+    state = {**new_secrets(old), "ports": old.get("ports") or dict(DEFAULT_PORTS), "pids": old.get("pids", {})}
+    write_state(folder, state)
+    server = mlflow_server.server_env(folder, state, {"MLFLOW_BACKEND_STORE_URI": postgres.uri(state, "mlflow")})
+    env_file = folder / "mlflow.env"
+    env_file.touch(mode=0o600)
+    env_file.write_text("".join(f"{key}={value}\n" for key, value in server.items()))
+    return [state_file(folder), seaweed.write_identities(folder, state), folder / "basic_auth.ini", env_file]
+
+
 def env_lines(state: dict, user: str) -> str:
     return "\n".join(f"export {key}={value}" for key, value in client_env(state, user).items())
 

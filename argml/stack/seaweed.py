@@ -112,9 +112,14 @@ def prepare(folder: Path, state: dict) -> None:
     for path in stale:
         if path.is_socket():
             path.unlink()
+    write_identities(folder, state)
+
+
+def write_identities(folder: Path, state: dict) -> Path:
     path = folder / "s3-identities.json"
     path.touch(mode=0o600)
     path.write_text(json.dumps(identities(state), indent=2) + "\n")
+    return path
 
 
 def client(state: dict, user: str = "admin", **config):
