@@ -49,7 +49,7 @@ def add_arguments(parser) -> None:
 
 def _client(args: tuple) -> dict:
     """One client's loop (a separate process): -> latencies per kind, errors, and what was acknowledged."""
-    env, experiment_id, start_at, seconds, batch, artifact_every, artifact_bytes, index = args
+    env, experiment_id, barrier, seconds, batch, artifact_every, artifact_bytes, index = args
     os.environ.update(env)
     import mlflow
     from mlflow.entities import Metric, Param
@@ -59,8 +59,9 @@ def _client(args: tuple) -> dict:
     acked_metrics, acked_artifacts, errors = 0, {}, []
     run_id = client.create_run(experiment_id, run_name=f"bench-client-{index}").info.run_id
     scratch = Path(tempfile.mkdtemp(prefix="argml-bench-"))
-    time.sleep(max(0.0, start_at - time.time()))
-    deadline = start_at + seconds
+    barrier.wait()  # every client has imported MLflow and opened its run: all start together
+    began = time.time()
+    deadline = began + seconds
 
     def timed(kind: str, call) -> bool:
         began = time.perf_counter()
@@ -92,7 +93,7 @@ def _client(args: tuple) -> dict:
     client.set_terminated(run_id)
     shutil.rmtree(scratch, ignore_errors=True)
     return {"run_id": run_id, "latencies": latencies, "errors": errors, "metrics": acked_metrics,
-            "artifacts": acked_artifacts}
+            "artifacts": acked_artifacts, "began": began}
 
 
 def _arrived(state: dict, experiment_id: str, result: dict) -> tuple[int, int]:
@@ -127,11 +128,13 @@ def load_run(state: dict, args) -> dict:
     env = engines.client_env(state, "trainer")
     os.environ.update(env)  # this process creates the experiment and checks what arrived, as the trainer
     experiment_id = mlflow.MlflowClient().create_experiment(f"bench-stack-{uuid.uuid4().hex[:8]}")
-    start_at = time.time() + 15  # the clients import MLflow and open their runs first
-    jobs = [(env, experiment_id, start_at, args.seconds, args.batch, args.artifact_every,
-             int(args.artifact_mb * 2**20), index) for index in range(args.clients)]
-    with concurrent.futures.ProcessPoolExecutor(args.clients, mp_context=multiprocessing.get_context("spawn")) as pool:
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, concurrent.futures.ProcessPoolExecutor(args.clients, mp_context=context) as pool:
+        barrier = manager.Barrier(args.clients)
+        jobs = [(env, experiment_id, barrier, args.seconds, args.batch, args.artifact_every,
+                 int(args.artifact_mb * 2**20), index) for index in range(args.clients)]
         results = list(pool.map(_client, jobs))
+    spread_start = max(r["began"] for r in results) - min(r["began"] for r in results)
     acked = {"metrics": sum(r["metrics"] for r in results), "artifacts": sum(len(r["artifacts"]) for r in results)}
     arrived = [_arrived(state, experiment_id, result) for result in results]
     arrived_total = {"metrics": sum(m for m, _ in arrived), "artifacts": sum(a for _, a in arrived)}
@@ -139,6 +142,7 @@ def load_run(state: dict, args) -> dict:
     requests = sum(len(values) for values in latencies.values())
     errors = [error for r in results for error in r["errors"]]
     figures = {"requests": requests, "requests_per_s": round(requests / args.seconds, 1), "errors": len(errors),
+               "client_start_spread_s": round(spread_start, 3),
                "error_examples": errors[:5], "acknowledged": acked, "arrived": arrived_total,
                "lost": {kind: acked[kind] - arrived_total[kind] for kind in acked},
                "latency_ms": {kind: {"p50": round(1000 * _percentile(values, 0.5), 1),

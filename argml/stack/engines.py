@@ -111,9 +111,9 @@ def status(folder: str | Path = ".stack") -> dict[str, str | None]:
     report = {}
     for engine in ENGINES:
         pid = engine_pid(folder, state, engine)
-        if not process_alive(pid):
-            why = "not running" + (f" (process {pid} is gone)" if pid else "")
-        else:
+        if pid and not process_alive(pid):
+            why = f"not running (process {pid} is gone)"
+        else:  # running, or started by someone else (systemd): its answer decides
             why = HEALTH[engine](folder, state)
         if why is not None:
             tail = log_tail(log_file(folder, engine))
