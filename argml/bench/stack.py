@@ -228,6 +228,7 @@ def transfer_runs(state: dict, args, scratch: Path) -> dict:
 def run(args) -> dict:
     from argml.stack import engines
 
+    load_before = os.getloadavg()  # other work on the machine shows here: these figures share its cores
     with tempfile.TemporaryDirectory(prefix="argml-bench-stack-") as scratch:
         folder = Path(args.stack) if args.stack else Path(scratch) / "stack"
         os.chmod(scratch, 0o755)  # as root, the postgres user must reach the stack folder
@@ -246,7 +247,7 @@ def run(args) -> dict:
                "artifact_p99_ms": spread([run["latency_ms"]["artifact"]["p99"] for run in loads], 1),
                "errors": sum(run["errors"] for run in loads),
                "lost": {kind: sum(run["lost"][kind] for run in loads) for kind in ("metrics", "artifacts")},
-               "dvc": transfer}
+               "dvc": transfer, "load_average_before_after": [round(load_before[0], 1), round(os.getloadavg()[0], 1)]}
     print(f"stack load, {args.clients} clients x {args.seconds:.0f} s: {describe(figures['requests_per_s'], 'requests/s')}; "
           f"metrics p50 {statistics.median([r['latency_ms']['metrics']['p50'] for r in loads])} ms; "
           f"errors {figures['errors']}, lost {figures['lost']}")

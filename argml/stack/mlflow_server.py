@@ -39,7 +39,10 @@ def command(state: dict) -> list[str]:
     return [sys.executable, "-m", "mlflow", "server", "--host", HOST, "--port", str(state["ports"]["mlflow"]),
             "--workers", "2", "--backend-store-uri", postgres.uri(state, "mlflow"),
             "--artifacts-destination", f"s3://{BUCKETS['mlflow']}/artifacts", "--serve-artifacts",
-            "--app-name", "basic-auth"]
+            "--app-name", "basic-auth",
+            # uvicorn restarts a worker that does not answer its health check in 5 s: on a busy 2-core machine
+            # a worker still importing MLflow misses it, and the restarts never end
+            "--uvicorn-opts", "--timeout-worker-healthcheck 60"]
 
 
 def start(folder: Path, state: dict, base_env: dict) -> int:
