@@ -33,7 +33,11 @@ def stack():
     from argml.stack import engines as team_stack
 
     folder = Path(tempfile.mkdtemp(prefix="argml-stack-"))
-    state = team_stack.up(folder, "auto")
+    try:
+        state = team_stack.up(folder, "auto")  # a failed start stops what it started
+    except BaseException:
+        shutil.rmtree(folder)
+        raise
     try:
         yield folder, state
     finally:
