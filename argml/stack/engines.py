@@ -16,9 +16,9 @@ from pathlib import Path
 from argml.stack import mlflow_server, postgres, seaweed
 from argml.stack.mlflow_server import tracking_uri
 from argml.stack.seaweed import endpoint as s3_endpoint
-from argml.stack.state import (BUCKETS, DEFAULT_PORTS, ENGINES, HOST, S3_REGION, USERS, StackError, check_ports_free, choose_ports,
-                               log_file, log_tail, new_secrets, process_alive, read_state, state_file, stop_process,
-                               wait_until, write_state)
+from argml.stack.state import (BUCKETS, DEFAULT_PORTS, ENGINES, HOST, S3_REGION, USERS, StackError,
+                               check_ports_free, choose_ports, log_file, log_tail, new_secrets, process_alive,
+                               read_state, state_file, stop_process, wait_until, write_state)
 
 __all__ = ["BUCKETS", "HOST", "StackError", "client_env", "down", "read_state", "s3_client", "s3_endpoint", "status",
            "tracking_uri", "up"]
