@@ -16,7 +16,7 @@ COMMANDS = {  # name -> (module with main(argv, prog), what it does)
     "live": ("argml.live.__main__", "the live demo: a webcam, video or images through YOLO and the classifier"),
     "predict": ("argml.serving.predict", "batch prediction: images and folders -> one row per face (CSV/JSONL)"),
     "bench": ("argml.bench.__main__", "benchmarks on this machine -> reports/bench/NAME.json"),
-    "stack": ("argml.stack.engines", "team mode: PostgreSQL, S3 and the MLflow server on 127.0.0.1"),
+    "stack": ("argml.stack.cli", "team mode: PostgreSQL, S3 (SeaweedFS) and the MLflow server on 127.0.0.1"),
     "presets": ("argml.pipeline.presets", "apply a preset (e.g. presets/gpu.yaml) onto params.yaml"),
     "ensemble": ("argml.evaluation.ensemble", "measure an ensemble of trained models on the feature cache"),
     "docs": ("argml.pipeline.docs", "write the docs' generated tables and model cards from the committed reports"),

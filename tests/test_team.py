@@ -1,6 +1,7 @@
-"""Team mode on real engines: PostgreSQL (Debian's initdb/pg_ctl), moto's S3 server and `mlflow server` with
+"""Team mode on real engines: PostgreSQL (Debian's initdb/pg_ctl), SeaweedFS's S3 and `mlflow server` with
 basic auth, all on 127.0.0.1 (argml.stack); the pipeline of the session's repository copy (conftest.pipeline_repo)
-logging to the server; a DVC remote on the same S3; a queued sweep; MirroredStrategy on two logical CPUs."""
+logging to the server; a DVC remote on the same S3; the whole stack restarted between a push and a teammate's
+pull; a queued sweep; MirroredStrategy on two logical CPUs. (tests/test_stack.py: the engines on their own.)"""
 
 from __future__ import annotations
 
@@ -27,16 +28,22 @@ def stack():
     """A stack on free loopback ports, in a folder the postgres user can reach (pytest's tmp is 0700)."""
     if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
         pytest.skip("PostgreSQL's initdb/pg_ctl are not installed")
+    from test_stack import assert_nothing_left
+
     from argml.stack import engines as team_stack
 
     folder = Path(tempfile.mkdtemp(prefix="argml-stack-"))
-    state = team_stack.up(folder, "auto")
+    try:
+        state = team_stack.up(folder, "auto")  # a failed start stops what it started
+    except BaseException:
+        shutil.rmtree(folder)
+        raise
     try:
         yield folder, state
     finally:
+        state = team_stack.read_state(folder)
         team_stack.down(folder, purge=True)
-        assert not any(team_stack._process_alive(pid) for pid in state["pids"].values())
-        assert not any(team_stack._port_busy(port) for port in state["ports"].values()), "a server still listens"
+        assert_nothing_left(folder, state)
 
 
 TEAM_LIMIT = 300
@@ -148,6 +155,12 @@ def test_a_teammate_pulls_the_model_and_predicts_with_the_registered_one(team_re
     run([str(DVC), "push"], repo, env)
     pushed = team_stack.s3_client(stack[1]).list_objects_v2(Bucket=team_stack.BUCKETS["dvc"])
     assert pushed.get("KeyCount", 0) > 0
+
+    # `make stack-down && make stack-up`: runs, registered models, their artifacts and the DVC remote stay.
+    folder = stack[0]
+    team_stack.down(folder)
+    assert all(why is not None for why in team_stack.status(folder).values())
+    assert team_stack.up(folder)["ports"] == stack[1]["ports"]  # clients keep their settings
 
     clone = tmp_path / "teammate"
     run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)

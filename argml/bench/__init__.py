@@ -12,6 +12,7 @@ BENCHMARKS = {  # name -> what it measures (the module argml.bench.<name> does i
     "photos": "latency of a served photo model under concurrent clients",
     "quantization": "dynamic-range int8 vs full-integer int8 LiteRT exports: agreement with Keras and faces/s",
     "served": "the served photo model under load with 10 % bad requests (bombs, junk): latency, errors, memory",
+    "stack": "the team stack under 8 concurrent training clients, and dvc push/fetch MB/s through its S3",
     "tracking": "team mode's cost: pipeline stages against the MLflow server vs SQLite",
 }
 

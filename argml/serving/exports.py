@@ -55,7 +55,7 @@ def registered_export(uri: str, kind: str = "int8", threads: int = 0) -> LiteCla
                                 f"export@{version.tags.get('age_mode', 'MODE')}`, or use --backend keras")
     folder = cache_dir("litert", version.run_id)
     path = folder / ARTIFACT_FOLDER / export_name(kind)
-    if not path.exists() or file_digest(path, "sha256") != sha256:
+    if not path.exists() or registry.file_sha256(path) != sha256:
         folder.mkdir(parents=True, exist_ok=True)
         mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=ARTIFACT_FOLDER, dst_path=str(folder))
     mismatch = registry.local_model_mismatch(uri)

@@ -36,6 +36,7 @@ from argml.core import images
 from argml.core.errors import BadInput, ChecksumError, UserError
 from argml.core.files import file_digest
 from argml.serving.pyfunc import PACKAGE
+from argml.tracking.runs import reopened
 
 INPUT_SCHEMA = Schema([ColSpec("string", "image"), ColSpec("string", "name", required=False)])
 
@@ -140,7 +141,7 @@ def log_photo_model(run_id: str, classifier_dir: str | Path, classifier_file: st
             shutil.copyfile(classifier_dir / name, folder / name)
         (Path(scratch) / "settings.json").write_text(json.dumps(settings, indent=2))
         signature = ModelSignature(inputs=INPUT_SCHEMA)  # rows per face vary: no output schema
-        with mlflow.start_run(run_id=run_id):
+        with reopened(run_id):  # the training run keeps its end time
             info = mlflow.pyfunc.log_model(
                 name="photos", python_model=PhotoPyfunc(),
                 artifacts={"classifier": str(folder), "detector": str(detector),

@@ -20,7 +20,7 @@ from mlflow.models import ModelSignature, infer_signature
 from argml.core.card import ModelCard
 from argml.serving.classifier import Classifier, check_faces
 from argml.tracking import registry
-from argml.tracking.runs import configure, git_commit
+from argml.tracking.runs import configure, git_commit, reopened
 
 PACKAGE = Path(__file__).resolve().parents[1]  # the argml package: logged as the models' code
 
@@ -53,7 +53,7 @@ def log_model(run_id: str, model_dir: str | Path, example_faces: np.ndarray, mod
     # No input schema: with one, MLflow casts JSON input to its dtype (0-1 floats to uint8 zeros) before
     # predict could refuse it; ArgmlPyfunc.predict checks shape and values itself (classifier.check_faces).
     signature = ModelSignature(inputs=None, outputs=infer_signature(example, output).outputs)
-    with mlflow.start_run(run_id=run_id):
+    with reopened(run_id):  # the training run keeps its end time
         info = mlflow.pyfunc.log_model(
             name="model", python_model=ArgmlPyfunc(),
             artifacts={"keras_model": str(model_dir / "model.keras"), "description": str(model_dir / "model.json"),

@@ -1,8 +1,8 @@
-"""`python -m argml.stack up|down|status|env`: the team stack (see argml.stack)."""
+"""`python -m argml.stack up|down|status|env|backup|restore`: the team stack (see argml.stack.cli)."""
 
 import sys
 
-from argml.stack.engines import main
+from argml.stack.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,21 +8,46 @@ of the files that make them, so a local `dvc pull` and a registered version can 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import mlflow
 
 from argml.core.errors import NotFound
-from argml.core.files import file_digest
+from argml.core.files import atomic_path, cache_dir, file_digest
 from argml.tracking.runs import EXPERIMENT, configure
 
 MODEL_TAG = "model_sha256"  # on a training run and on every version registered from it: the model_digest
+DIGEST_CACHE = "sha256.json"  # in argml's cache folder: {path: {"stat": [...], "sha256": ...}}
+
+
+def file_sha256(path: str | Path) -> str:
+    """A file's sha256, computed again only when its size, mtime, ctime or inode changed since the last
+    time ($ARGML_CACHE/sha256.json): loading a registered model compares a 90 MB model.keras on every load.
+    A rewrite changes ctime, which no user can set back."""
+    path = Path(path).resolve()
+    info = path.stat()
+    stamp = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
+    cache_file = cache_dir() / DIGEST_CACHE
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    entry = cache.get(str(path))
+    if entry is not None and entry.get("stat") == stamp:
+        return entry["sha256"]
+    digest = file_digest(path, "sha256")
+    cache = {name: value for name, value in cache.items() if Path(name).exists()}
+    cache[str(path)] = {"stat": stamp, "sha256": digest}
+    with atomic_path(cache_file) as staging:
+        staging.write_text(json.dumps(cache, indent=1) + "\n")
+    return digest
 
 
 def model_digest(model_dir: str | Path) -> str:
     """sha256 over the files that make a trained model: model.keras and model.json."""
     model_dir = Path(model_dir)
-    parts = [file_digest(model_dir / name, "sha256") for name in ("model.keras", "model.json")]
+    parts = [file_sha256(model_dir / name) for name in ("model.keras", "model.json")]
     return hashlib.sha256(" ".join(parts).encode()).hexdigest()
 
 

@@ -25,8 +25,13 @@ from argml.core.errors import Unavailable  # noqa: E402
 from argml.core.files import Terminated  # noqa: E402
 
 EXPERIMENT = "argml"
+MAX_BATCH = 1000  # metrics per log_batch request (MLflow's limit)
 # MLflow 3's UI opens an experiment of this kind on its training runs, not on the GenAI (traces) overview.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
+class TrackingError(RuntimeError):
+    """The tracking store could not record something (argml's commands print it as one line)."""
 
 
 def configure(create: bool = False) -> str:
@@ -132,29 +137,72 @@ def epoch_logger(run_id: str):
 
 def log_missing_epochs(run_id: str, history: pd.DataFrame) -> int:
     """Logs the epochs of `history` (the CSV logs, which survive a kill) that the run lacks: a kill between
-    the CSV row and the MLflow call would otherwise leave a hole in the curves. Returns how many were added."""
+    the CSV row and the MLflow call would otherwise leave a hole in the curves. An epoch's metrics go in one
+    log_batch (epoch_logger), so one metric's history says which epochs the run has. Returns how many
+    metrics were added."""
     client = mlflow.MlflowClient()
     metric_names = [name for name in history.columns if name not in ("epoch", "phase")]
-    logged = {name: {m.step for m in client.get_metric_history(run_id, name)} for name in metric_names}
+    if not metric_names:
+        return 0
+    anchor = next((name for name in metric_names if history[name].notna().all()), metric_names[0])
+    logged = {metric.step for metric in client.get_metric_history(run_id, anchor)}
     now = int(time.time() * 1000)
     missing = [mlflow.entities.Metric(name, float(row[name]), now, int(row["epoch"]))
-               for _, row in history.iterrows() for name in metric_names
-               if int(row["epoch"]) not in logged[name] and pd.notna(row[name])]
-    for start in range(0, len(missing), 1000):  # log_batch takes at most 1000 metrics
-        client.log_batch(run_id, metrics=missing[start:start + 1000])
+               for _, row in history.iterrows() if int(row["epoch"]) not in logged
+               for name in metric_names if pd.notna(row[name])]
+    _log_metrics(client, run_id, missing)
     return len(missing)
 
 
+def _log_metrics(client, run_id: str, metrics: list) -> None:
+    for start in range(0, len(metrics), MAX_BATCH):
+        with _store_errors(f"log {len(metrics[start:start + MAX_BATCH])} metrics to run {run_id}"):
+            client.log_batch(run_id, metrics=metrics[start:start + MAX_BATCH])
+
+
 def log_artifacts(run_id: str, paths: list[str | Path], folder: str | None = None) -> None:
+    """Log files and folders to the run."""
     client = mlflow.MlflowClient()
     for path in map(Path, paths):
-        if path.is_dir():
-            client.log_artifacts(run_id, str(path), f"{folder}/{path.name}" if folder else path.name)
-        elif path.exists():
-            client.log_artifact(run_id, str(path), folder)
+        with _store_errors(f"log {path} to run {run_id}"):
+            if path.is_dir():
+                client.log_artifacts(run_id, str(path), f"{folder}/{path.name}" if folder else path.name)
+            elif path.exists():
+                client.log_artifact(run_id, str(path), folder)
+
+
+@contextlib.contextmanager
+def _store_errors(what: str):
+    """A store that fails (a team server or its S3 store down) raises TrackingError with one line saying so,
+    not the HTTP client's retries and traceback."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - MLflow and its HTTP/S3 clients raise many kinds
+        raise TrackingError(f"could not {what} at {mlflow.get_tracking_uri()}: {_first_line(error)}; is the "
+                            "store up (`python -m argml.stack status`)? Rerunning the command logs it again") from error
 
 
 def log_test_metrics(run_id: str, metrics: dict[str, float], prefix: str = "test") -> None:
-    client = mlflow.MlflowClient()
-    for key, value in metrics.items():
-        client.log_metric(run_id, f"{prefix}.{key}", value)
+    """All of `metrics` as `prefix.KEY`, in one request (log_batch takes up to 1000)."""
+    now = int(time.time() * 1000)
+    _log_metrics(mlflow.MlflowClient(), run_id,
+                 [mlflow.entities.Metric(f"{prefix}.{key}", float(value), now, 0) for key, value in metrics.items()])
+
+
+@contextlib.contextmanager
+def reopened(run_id: str):
+    """Make a finished run active again (to log a model to it) and close it as it was: `mlflow.start_run`
+    on a finished run would end it again now, moving its end time (and its duration in the UI) to the
+    export, hours after the training."""
+    info = mlflow.MlflowClient().get_run(run_id).info
+    try:
+        with mlflow.start_run(run_id=run_id) as run:
+            yield run
+    finally:
+        if info.end_time is not None:
+            mlflow.MlflowClient().set_terminated(run_id, info.status, info.end_time)
+
+
+def _first_line(error: BaseException) -> str:
+    text = getattr(error, "message", None) or str(error) or type(error).__name__
+    return text.strip().splitlines()[0][:300] if text.strip() else type(error).__name__

@@ -1,9 +1,9 @@
-"""Look at the MLflow UI as a user would: headless Chromium opens a page (with basic-auth credentials for a
-team server), waits until the page shows the expected text, and keeps a screenshot.
+"""Look at the MLflow UI as a user would: headless Chromium, driven by Playwright, opens a page (signed in with
+basic-auth credentials on a team server), waits until the page shows the expected text, and keeps a screenshot.
 
-Chromium refuses credentials in a URL and headless Chromium cannot answer a login prompt, so the page is
-driven over the DevTools protocol (aiohttp's websocket client, already installed with DVC): every request of
-the page carries an `Authorization` header.
+Playwright drives Debian's Chromium (`apt-get install chromium-headless-shell`, or `chromium`) through
+`executable_path`: nothing is downloaded (`playwright install` is not needed). $ARGML_CHROMIUM names another
+Chromium binary.
 
     argml ui URL --out shot.png [--expect TEXT ...] [--user NAME]   # password: $ARGML_UI_PASSWORD
 """
@@ -11,15 +11,8 @@ the page carries an `Authorization` header.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
-import itertools
-import json
 import os
 import shutil
-import signal
-import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -27,15 +20,21 @@ from pathlib import Path
 
 from argml.core.errors import Unavailable, command
 
-BROWSERS = ("chromium-headless-shell", "chromium", "chromium-browser")
+ENV_BROWSER = "ARGML_CHROMIUM"
+# The binaries themselves: Debian's /usr/bin/chromium* are shell scripts that do not `exec`, and a browser
+# started through one would outlive Playwright's close().
+BROWSERS = ("/usr/lib/chromium/chromium-headless-shell", "/usr/lib/chromium/chromium",
+            "chromium-headless-shell", "chromium", "chromium-browser")
 
 
 def find_browser() -> str:
+    if os.environ.get(ENV_BROWSER):
+        return os.environ[ENV_BROWSER]
     for name in BROWSERS:
-        if path := shutil.which(name):
-            return path
-    raise FileNotFoundError(f"no headless Chromium on PATH (looked for {', '.join(BROWSERS)}); on Debian: "
-                            "apt-get install chromium-headless-shell")
+        if (Path(name).is_file() and os.access(name, os.X_OK)) or (not name.startswith("/") and shutil.which(name)):
+            return name if name.startswith("/") else shutil.which(name)
+    raise FileNotFoundError(f"no headless Chromium (looked for {', '.join(BROWSERS)}); on Debian: "
+                            f"apt-get install chromium-headless-shell, or set {ENV_BROWSER}")
 
 
 def open_page(url: str, out: Path | None = None, expect: tuple[str, ...] = (), username: str | None = None,
@@ -43,114 +42,37 @@ def open_page(url: str, out: Path | None = None, expect: tuple[str, ...] = (), u
     """Open `url`, wait until its text holds every string of `expect` (then one more second for rendering),
     save a PNG screenshot to `out`, and return the page's visible text. TimeoutError names what never showed
     (the screenshot is saved then too)."""
-    with tempfile.TemporaryDirectory(prefix="argml-chromium-") as profile:
-        browser = subprocess.Popen(
-            [find_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", f"--user-data-dir={profile}",
-             f"--window-size={size[0]},{size[1]}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    from playwright.sync_api import sync_playwright
+
+    credentials = {"username": username, "password": password or ""} if username is not None else None
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=find_browser(), args=["--no-sandbox", "--disable-gpu"])
         try:
-            port = _devtools_port(Path(profile), browser, timeout)
-            headers = {}
-            if username is not None:
-                token = base64.b64encode(f"{username}:{password or ''}".encode()).decode()
-                headers["Authorization"] = f"Basic {token}"
-            return asyncio.run(_drive(port, url, out, expect, headers, size, timeout))
-        finally:
-            _stop(browser)
-
-
-def _stop(browser: subprocess.Popen, grace: float = 10) -> None:
-    """Stop the browser and every process it started (Debian's launcher is a shell script that runs the
-    real binary, which forks a zygote and renderers): they share the session's process group."""
-    def group_alive() -> bool:
-        try:
-            os.killpg(browser.pid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-
-    if group_alive():
-        os.killpg(browser.pid, signal.SIGTERM)
-    try:
-        browser.wait(grace)
-    except subprocess.TimeoutExpired:
-        pass
-    deadline = time.monotonic() + grace
-    while group_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if group_alive():
-        os.killpg(browser.pid, signal.SIGKILL)
-    browser.wait()
-
-
-def _devtools_port(profile: Path, browser: subprocess.Popen, timeout: float) -> int:
-    """Chromium writes the port it chose (--remote-debugging-port=0) to DevToolsActivePort in its profile."""
-    deadline = time.monotonic() + timeout
-    marker = profile / "DevToolsActivePort"
-    while time.monotonic() < deadline:
-        if browser.poll() is not None:
-            raise Unavailable(f"Chromium exited with code {browser.returncode} before it opened DevTools")
-        if marker.exists() and (lines := marker.read_text().splitlines()):
-            return int(lines[0])
-        time.sleep(0.1)
-    raise TimeoutError("Chromium did not open its DevTools port")
-
-
-async def _drive(port: int, url: str, out: Path | None, expect: tuple[str, ...], headers: dict,
-                 size: tuple[int, int], timeout: float) -> str:
-    import aiohttp
-
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://127.0.0.1:{port}/json/list") as response:
-            pages = [target for target in await response.json() if target["type"] == "page"]
-        async with http.ws_connect(pages[0]["webSocketDebuggerUrl"], max_msg_size=0) as socket:
-            ids = itertools.count(1)
-
-            async def call(method: str, **params):
-                number = next(ids)
-                await socket.send_json({"id": number, "method": method, "params": params})
-                async for message in socket:
-                    reply = json.loads(message.data)
-                    if reply.get("id") == number:
-                        if "error" in reply:
-                            raise Unavailable(f"DevTools {method}: {reply['error']}")
-                        return reply.get("result", {})
-                raise Unavailable("Chromium closed the DevTools connection")
-
-            await call("Network.enable")
-            if headers:
-                await call("Network.setExtraHTTPHeaders", headers=headers)
-            await call("Emulation.setDeviceMetricsOverride", width=size[0], height=size[1], deviceScaleFactor=1,
-                       mobile=False)
-            await call("Page.navigate", url=url)
+            page = browser.new_context(http_credentials=credentials,
+                                       viewport={"width": size[0], "height": size[1]}).new_page()
+            page.goto(url, timeout=timeout * 1000)
             try:
-                await _wait_for_text(call, expect, timeout)
-                await asyncio.sleep(1)  # let charts finish drawing
-                return await _page_text(call)
+                _wait_for_text(page, expect, timeout)
+                page.wait_for_timeout(1000)  # let charts finish drawing
+                return page.inner_text("body")
             finally:  # a page that never showed what was expected is kept too: it shows what went wrong
                 if out is not None:
-                    shot = await call("Page.captureScreenshot", format="png")
                     Path(out).parent.mkdir(parents=True, exist_ok=True)
-                    Path(out).write_bytes(base64.b64decode(shot["data"]))
+                    page.screenshot(path=str(out))
+        finally:
+            browser.close()
 
 
-async def _page_text(call) -> str:
-    result = await call("Runtime.evaluate", expression="document.body ? document.body.innerText : ''",
-                        returnByValue=True)
-    return result["result"].get("value", "")
-
-
-async def _wait_for_text(call, expect: tuple[str, ...], timeout: float) -> str:
+def _wait_for_text(page, expect: tuple[str, ...], timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while True:
-        text = await _page_text(call)
+        text = page.evaluate("document.body ? document.body.innerText : ''")
         missing = [item for item in expect if item not in text]
         if not missing:
             return text
         if time.monotonic() > deadline:
             raise TimeoutError(f"the page never showed {missing}; it shows:\n{text[:2000]}")
-        await asyncio.sleep(0.5)
+        page.wait_for_timeout(500)
 
 
 def mlflow_pages(base_url: str, experiment_id: str, run_ids: list[str] = ()) -> dict[str, str]:
