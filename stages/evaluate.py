@@ -2,8 +2,8 @@
 
 Reads MODEL_DIR and TFRECORDS_DIR; writes in REPORT_DIR metrics.json (DVC metrics), per_class.csv,
 per_group.csv, fairness.csv, predictions.csv (DVC confusion plots) and confusion_<task>.png. Logs the
-test metrics, these files, history and TensorBoard logs to the mode's MLflow run, and registers the model
-with alias MODE. Params: evaluate.*, mlflow.model_name.
+test metrics, these files and the history to the mode's MLflow run, and registers the model with alias MODE.
+Params: evaluate.*, mlflow.model_name.
 """
 
 import argparse
@@ -47,7 +47,6 @@ def main() -> int:
     run_id = registry.run_of(model_dir)
     runs.log_test_metrics(run_id, metrics.flatten_numeric(document))
     runs.log_artifacts(run_id, [report_dir / name for name in (*metrics.REPORT_FILES, "history.csv")], "evaluation")
-    runs.log_artifacts(run_id, [report_dir / "tensorboard"])
     example = next(test.take(1).as_numpy_iterator())[0][:1].astype(np.uint8)
     version = pyfunc.log_model(run_id, model_dir, example, params.mlflow.model_name, mode.name)
     headline = {key: document[task][metric] for key, (task, metric) in {
