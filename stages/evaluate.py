@@ -14,7 +14,6 @@ import numpy as np
 
 from argml.core.config import load_params
 from argml.core.errors import stage
-from argml.core.files import write_json
 from argml.core.labels import AgeMode
 from argml.data import tfrecords
 from argml.evaluation import metrics

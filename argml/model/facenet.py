@@ -2,8 +2,8 @@
 
 The architecture is davidsandberg/facenet's `inception_resnet_v1` (model 20180408-102900) with batch norm
 folded into each convolution, as in its frozen graph: every conv has a bias (a 1x1 conv is a Dense layer over
-the channels, see is_convolution), and only the bottleneck keeps a real BatchNormalization. Layer names mirror the TF-slim scopes with "/" written as "."
-(Keras forbids "/"): `Repeat_1.block17_3.Branch_1.Conv2d_0b_1x7` is the graph's
+the channels, see is_convolution), and only the bottleneck keeps a real BatchNormalization. Layer names mirror
+the TF-slim scopes with "/" written as "." (Keras forbids "/"): `Repeat_1.block17_3.Branch_1.Conv2d_0b_1x7` is the graph's
 `InceptionResnetV1/Repeat_1/block17_3/Branch_1/Conv2d_0b_1x7`, so porting weights is a name lookup.
 
 Weights:
@@ -55,7 +55,7 @@ BLOCK_OUTPUT_SHAPES = {"stem": (17, 17, 256), "Mixed_6a": (8, 8, 896), "Mixed_7a
 
 
 def _conv(x, filters, kernel, name, strides=1, padding="same", activation="relu"):
-    if kernel == 1 and strides == 1:  # a pointwise convolution: a Dense layer over the channels (see is_convolution)
+    if kernel == 1 and strides == 1:  # pointwise: a Dense layer over the channels (see is_convolution)
         return layers.Dense(filters, activation=activation, name=name)(x)
     return layers.Conv2D(filters, kernel, strides=strides, padding=padding, activation=activation,
                          name=name)(x)
