@@ -20,6 +20,8 @@ COMMANDS = {  # name -> (module with main(argv, prog), what it does)
     "presets": ("argml.pipeline.presets", "apply a preset (e.g. presets/gpu.yaml) onto params.yaml"),
     "ensemble": ("argml.evaluation.ensemble", "measure an ensemble of trained models on the feature cache"),
     "ui": ("argml.tracking.ui", "open an MLflow UI page in headless Chromium, check its text, screenshot it"),
+    "ablation": ("argml.pipeline.ablation", "the training ablation as dvc experiments (run) and its table (table)"),
+    "pipeline-docs": ("argml.pipeline.pipeline_page", "regenerate docs/pipeline.md's tables from dvc.yaml and reports/"),
 }
 
 
