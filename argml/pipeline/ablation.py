@@ -2,7 +2,7 @@
 
 Each row of ROWS adds one training lever to the row above it, on the same feature cache; the last row is
 params.yaml's defaults. `run` creates a row as `dvc exp run -n NAME -S ... train@binned` from the current
-params.yaml (an MLflow run `NAME-binned` too) and then puts the workspace back as it was committed.
+params.yaml (an MLflow run `NAME-binned` too) and then puts the workspace back as it was.
 Experiments are git refs of the clone that ran them: `dvc exp push origin NAME` shares one, `dvc exp pull
 origin NAME` fetches a teammate's (docs/pipeline.md). `table` reads every experiment `dvc exp show --json`
 lists and writes reports/ablation.csv: per row the validation figures of reports/binned/validation.json (gender,
@@ -13,6 +13,7 @@ same as a Markdown table, reports/ablation.md, which the docs include.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import subprocess
@@ -139,20 +140,35 @@ def write_table(repo: Path, out: Path, mode: str = MODE) -> pd.DataFrame:
     return frame
 
 
+@contextlib.contextmanager
+def workspace_kept(repo: Path):
+    """`dvc exp run` leaves the last experiment's params.yaml, dvc.lock and reports in the workspace: put back
+    the bytes that were there, and the cached outputs dvc.lock names (`dvc checkout`)."""
+    paths = [repo / "params.yaml", repo / "dvc.lock", *(path for path in (repo / "reports").rglob("*") if path.is_file())]
+    saved = {path: path.read_bytes() for path in paths if path.exists()}
+    try:
+        yield
+    finally:
+        for path, data in saved.items():
+            path.write_bytes(data)
+        subprocess.run(["dvc", "checkout", "--quiet"], cwd=repo, check=False)
+
+
 def run_rows(repo: Path, names: list[str], mode: str = MODE) -> None:
-    """`dvc exp run` each named row (all when none), then restore the committed workspace and its outputs."""
+    """`dvc exp run` each named row (all when none; an experiment of the same name is replaced), then put the
+    workspace back as it was."""
     chosen = [row for row in ROWS if not names or row.name in names]
     unknown = set(names) - {row.name for row in ROWS}
     if unknown:
         raise ValueError(f"unknown ablation rows {sorted(unknown)}; rows: {', '.join(row.name for row in ROWS)}")
-    try:
+    existing = subprocess.run(["dvc", "exp", "list", "--name-only"], cwd=repo, capture_output=True, text=True,
+                              check=True).stdout.split()
+    with workspace_kept(repo):
         for row in chosen:
+            if row.name in existing:  # `dvc exp run --force` would also rerun the stages upstream
+                subprocess.run(["dvc", "exp", "remove", row.name], cwd=repo, check=True)
             print(f"ablation: {row.command(mode)}", flush=True)
-            arguments = row.arguments(mode)
-            subprocess.run([*arguments[:3], "--force", *arguments[3:]], cwd=repo, check=True)  # re-create
-    finally:  # dvc exp run leaves the last experiment's params and outputs in the workspace
-        subprocess.run(["git", "checkout", "HEAD", "--", "params.yaml", "dvc.lock", "reports"], cwd=repo, check=True)
-        subprocess.run(["dvc", "checkout", "--quiet"], cwd=repo, check=False)
+            subprocess.run(row.arguments(mode), cwd=repo, check=True)
 
 
 def parser(prog: str) -> argparse.ArgumentParser:

@@ -60,7 +60,7 @@ def _machine(document: dict) -> str:
 def stage_times_table(bench: Path) -> str:
     """Each run of `argml bench pipeline` as a column: seconds per stage, sum, total, CPU, load, test metrics."""
     if not bench.exists():
-        return f"Not measured yet: `argml bench pipeline` writes {bench}.\n"
+        return "Not measured yet: `argml bench pipeline` writes reports/bench/pipeline.json.\n"
     document = json.loads(bench.read_text())
     runs = document["figures"]["runs"]
     stages: list[str] = []
@@ -98,7 +98,7 @@ def _seconds(value) -> str:
 
 def litert_table(bench: Path) -> str:
     if not bench.exists():
-        return f"Not measured yet: `argml bench litert` writes {bench}.\n"
+        return "Not measured yet: `argml bench litert` writes reports/bench/litert.json.\n"
     document = json.loads(bench.read_text())
     figures = document["figures"]
     sizes = sorted({size for rates in figures["faces_per_s"].values() for size in rates})
@@ -114,7 +114,7 @@ def litert_table(bench: Path) -> str:
 
 def ablation_table(table: Path) -> str:
     if not table.exists():
-        return f"Not made yet: `argml ablation run` then `argml ablation table` write {table}.\n"
+        return "Not made yet: `argml ablation run`, then `argml ablation table` writes reports/ablation.md.\n"
     return table.read_text()
 
 
