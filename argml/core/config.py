@@ -114,6 +114,8 @@ class TrainParams:
     seed: int = 0
     # "mirrored": tf.distribute.MirroredStrategy over this host's GPUs (or CPUs)
     distribute: str = setting("none", choices=("none", "mirrored"))
+    # heads phase: training steps per call into TensorFlow (the same steps and results, less Python per step)
+    steps_per_execution: int = setting(64, 1, 100000)
     # fine-tuning's products in bfloat16 (auto: where the CPU has them natively), see argml.model.precision
     precision: str = setting("auto", choices=PRECISIONS)
 

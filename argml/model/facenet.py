@@ -33,23 +33,12 @@ import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
 from argml.core.files import cache_dir  # noqa: E402
+from argml.model.blocks import BLOCKS, CASIA_WEBFACE, block_index  # noqa: E402,F401 (part of this module's API)
 
 INPUT_SIZE = 160
 EMBEDDING_SIZE = 512
-CASIA_WEBFACE = "casia-webface"
 BN_EPSILON = 0.001  # both sources' batch norms (slim default; facenet-pytorch sets it explicitly)
 
-# Blocks in order; each builds onto the previous one's output. The name is the prefix of its layers.
-BLOCKS = (
-    ["stem"]  # 160x160x3 -> 17x17x256
-    + [f"Repeat.block35_{i}" for i in range(1, 6)]  # 17x17x256
-    + ["Mixed_6a"]  # Reduction-A: 8x8x896
-    + [f"Repeat_1.block17_{i}" for i in range(1, 11)]  # 8x8x896
-    + ["Mixed_7a"]  # Reduction-B: 3x3x1792
-    + [f"Repeat_2.block8_{i}" for i in range(1, 6)]  # 3x3x1792
-    + ["Block8"]  # 3x3x1792, scale 1 and no ReLU
-    + ["Bottleneck"]  # average pool -> pooled 1792 -> 512 -> BatchNorm -> L2 -> embeddings
-)
 LAYOUT = "-dense1x1"  # in the cached weights' file names: the 1x1 convolutions are Dense layers (is_convolution)
 BLOCK_OUTPUT_SHAPES = {"stem": (17, 17, 256), "Mixed_6a": (8, 8, 896), "Mixed_7a": (3, 3, 1792)}
 
@@ -171,12 +160,6 @@ def _build_block(x, block: str):
         return _bottleneck(x)
     kind = block.split(".")[1].rsplit("_", 1)[0]
     return {"block35": _block35, "block17": _block17, "block8": _block8}[kind](x, block)
-
-
-def block_index(block: str) -> int:
-    if block not in BLOCKS:
-        raise ValueError(f"unknown FaceNet block {block!r}; blocks are {', '.join(BLOCKS)}")
-    return BLOCKS.index(block)
 
 
 def block_input_shape(block: str) -> tuple[int, int, int]:

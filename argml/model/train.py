@@ -166,10 +166,11 @@ def load_training_data(features_dir: str | Path, mode: AgeMode, settings: TrainP
     return TrainingData(mode, cache, train_split, val_split, values)
 
 
-def _compile(model: keras.Model, learning_rate, data: TrainingData, settings: TrainParams) -> None:
+def _compile(model: keras.Model, learning_rate, data: TrainingData, settings: TrainParams,
+             steps_per_execution: int = 1) -> None:
     compile_model(model, learning_rate, dataclasses.asdict(settings.lr_factors),
                   dataclasses.asdict(settings.loss_weights), age_values=data.age_values, age_l1=settings.age_l1,
-                  label_smoothing=settings.label_smoothing)
+                  label_smoothing=settings.label_smoothing, steps_per_execution=steps_per_execution)
 
 
 def train_heads(heads: keras.Model, data: TrainingData, settings: TrainParams, checkpoint_dir: Path,
@@ -185,7 +186,7 @@ def train_heads(heads: keras.Model, data: TrainingData, settings: TrainParams, c
         heads_model.load_weights(heads_done)
         print(f"train[{data.mode.name}]: resuming; the heads phase finished before ({heads_done})")
         return _phase_history(checkpoint_dir, "heads")
-    _compile(heads_model, settings.head_lr, data, settings)
+    _compile(heads_model, settings.head_lr, data, settings, settings.steps_per_execution)
     if settings.distribute == "mirrored":
         # Under MirroredStrategy an uneven last training batch fails (its replicas' gradients differ in
         # shape): full training batches only.
