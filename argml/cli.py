@@ -21,6 +21,8 @@ COMMANDS = {  # name -> (module with main(argv, prog), what it does)
     "ensemble": ("argml.evaluation.ensemble", "measure an ensemble of trained models on the feature cache"),
     "docs": ("argml.pipeline.docs", "write the docs' generated tables and model cards from the committed reports"),
     "ui": ("argml.tracking.ui", "open an MLflow UI page in headless Chromium, check its text, screenshot it"),
+    "ablation": ("argml.pipeline.ablation", "the training ablation as dvc experiments (run) and its table (table)"),
+    "pipeline-docs": ("argml.pipeline.pipeline_page", "regenerate docs/pipeline.md's tables from dvc.yaml and reports/"),
 }
 
 

@@ -2,8 +2,8 @@
 
 Reads MODEL_DIR and TFRECORDS_DIR; writes in REPORT_DIR metrics.json (DVC metrics), per_class.csv,
 per_group.csv, fairness.csv, predictions.csv (DVC confusion plots) and confusion_<task>.png. Logs the
-test metrics, these files, history and TensorBoard logs to the mode's MLflow run, and registers the model
-with alias MODE, its model card (argml.evaluation.model_card) beside it. Params: evaluate.*, mlflow.model_name.
+test metrics, these files and the history to the mode's MLflow run, and registers the model with alias MODE,
+its model card (argml.evaluation.model_card) beside it. Params: evaluate.*, mlflow.model_name.
 """
 
 import argparse
@@ -14,7 +14,6 @@ import numpy as np
 
 from argml.core.config import load_params
 from argml.core.errors import stage
-from argml.core.files import write_json
 from argml.core.labels import AgeMode
 from argml.data import tfrecords
 from argml.evaluation import metrics, model_card
@@ -47,7 +46,6 @@ def main() -> int:
     run_id = registry.run_of(model_dir)
     runs.log_test_metrics(run_id, metrics.flatten_numeric(document))
     runs.log_artifacts(run_id, [report_dir / name for name in (*metrics.REPORT_FILES, "history.csv")], "evaluation")
-    runs.log_artifacts(run_id, [report_dir / "tensorboard"])
     example = next(test.take(1).as_numpy_iterator())[0][:1].astype(np.uint8)
     version = pyfunc.log_model(run_id, model_dir, example, params.mlflow.model_name, mode.name)
     cards.attach(params.mlflow.model_name, version,

@@ -1,7 +1,8 @@
 """Stage features: run FaceNet's frozen layers over every example once and cache what training needs.
 
 Reads TFRECORDS_DIR; writes OUT_DIR (per split: the fine-tuning block's inputs, the heads' input features,
-labels; info.json). Params: features.* (from_block, head_input, weights, batch_size, mirror_train).
+labels; info.json, which records the precision the frozen layers computed in). Params: features.* (from_block,
+head_input, weights, batch_size, mirror_train, precision).
 """
 
 import argparse
@@ -11,7 +12,7 @@ import time
 from argml.core.config import load_params
 from argml.core.errors import stage
 from argml.core.files import atomic_dir
-from argml.model import features
+from argml.model import features, precision
 
 
 @stage("features")
@@ -25,10 +26,12 @@ def main() -> int:
     start = time.perf_counter()
     with atomic_dir(args.out_dir) as staging:
         info = features.cache_all(args.tfrecords_dir, staging, params.from_block, params.head_input,
-                                  params.weights, params.batch_size, params.mirror_train)
+                                  params.weights, params.batch_size, params.mirror_train,
+                                  compute=precision.resolve(params.precision))
     seconds = time.perf_counter() - start
     total = sum(info.examples.values())
-    print(f"features: {total} examples cached at {params.from_block} in {seconds:.0f} s ({total / seconds:.1f} img/s)")
+    print(f"features: {total} examples cached at {params.from_block} in {info.precision} in {seconds:.0f} s "
+          f"({total / seconds:.1f} img/s)")
     return 0
 
 

@@ -4,7 +4,8 @@ Reads FEATURES_DIR (the cached FaceNet inputs, head features and labels), RAW_DI
 byte-identical copies the labels stage removed), ALIGNED_DIR and each mode's REPORTS/<mode>/predictions.csv;
 writes OUT_JSON (DVC metrics: the near-twin audit, and 9-bin age under the report's protocols, see
 argml.evaluation.protocols), the per-face table OUT_CSV and a contact sheet OUT_PNG. Params: leakage.*, and data, align,
-augment and train for the protocols' splits, copies and heads. The published split is not changed.
+augment and train for the protocols' splits, copies and heads; FaceNet runs in features.precision, as in the
+features stage. The published split is not changed.
 """
 
 import argparse
@@ -18,6 +19,7 @@ from argml.core.errors import stage
 from argml.core.files import atomic_path, write_json
 from argml.core.labels import AGE_MODES
 from argml.evaluation import leakage, protocols
+from argml.model import precision
 
 
 @stage("leakage")
@@ -30,16 +32,19 @@ def main() -> int:
     all_params = load_params()
     params = all_params.leakage
 
+    facenet_precision = precision.resolve(all_params.features.precision)
     model = leakage.embedding_model(args.features_dir)
-    train_embeddings, train_labels = leakage.embed(model, args.features_dir, "train", params.batch_size)
-    test_embeddings, test_labels = leakage.embed(model, args.features_dir, "test", params.batch_size)
+    with precision.mixed_bfloat16(facenet_precision):
+        train_embeddings, train_labels = leakage.embed(model, args.features_dir, "train", params.batch_size)
+        test_embeddings, test_labels = leakage.embed(model, args.features_dir, "test", params.batch_size)
     to_source = leakage.copy_cosines(train_embeddings, train_labels["file_name"], train_labels["variant"])
     neighbours = leakage.test_neighbours(test_embeddings, test_labels, train_embeddings, train_labels)
     predictions = {mode: pd.read_csv(Path(args.reports) / mode / "predictions.csv") for mode in AGE_MODES}
     report, neighbours = leakage.audit(neighbours, to_source, params.twin_quantile, predictions)
-    pools, vectors, counts = protocols.build_pools(args.features_dir, args.raw_dir, args.split_table,
-                                                   args.aligned_dir, all_params.data, all_params.align,
-                                                   all_params.augment, params.batch_size)
+    with precision.mixed_bfloat16(facenet_precision):
+        pools, vectors, counts = protocols.build_pools(args.features_dir, args.raw_dir, args.split_table,
+                                                       args.aligned_dir, all_params.data, all_params.align,
+                                                       all_params.augment, params.batch_size)
     report["protocols"] = {**counts, **protocols.compare(pools, vectors, all_params.train, params.protocol_epochs,
                                                          params.batch_size)}
 

@@ -243,7 +243,7 @@ DVC = Path(sys.executable).parent / "dvc"
 PIPELINE_LIMIT = 150
 # Small but real: every stage runs, both age modes train both phases.
 PIPELINE_PARAMS = {"data.limit": str(PIPELINE_LIMIT), "train.head_epochs": "3", "train.finetune_epochs": "1",
-                   "evaluate.bootstrap_rounds": "10", "export.timing_runs": "1"}
+                   "evaluate.bootstrap_rounds": "10"}
 
 
 def run(args, cwd, env, check=True, timeout=1200):

@@ -78,7 +78,9 @@ def test_named_outputs_and_block_shapes(model):
     assert model.get_layer("Bottleneck.BatchNorm").output.shape[-1] == 512
     for block, shape in facenet.BLOCK_OUTPUT_SHAPES.items():
         assert tuple(model.get_layer(facenet.block_output_layer(model, block)).output.shape[1:]) == shape
-    assert len([layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]) == 132  # as the graph
+    assert len([layer for layer in model.layers if facenet.is_convolution(layer)]) == 132  # as the graph
+    pointwise = model.get_layer("Repeat_2.block8_5.Conv2d_1x1")  # a 1x1 convolution: a Dense layer
+    assert isinstance(pointwise, keras.layers.Dense) and facenet.conv_kernel(pointwise).shape == (1, 1, 384, 1792)
 
 
 @needs_utkface
@@ -106,7 +108,8 @@ def unfolded_state_dict(model, rng) -> dict:
     folded, gives exactly `model`'s weights: what importing the VGGFace2 file must undo."""
     state = {}
     for keras_name, prefix in facenet.torch_module_names(model).items():
-        kernel, bias = model.get_layer(keras_name).get_weights()
+        layer = model.get_layer(keras_name)
+        kernel, bias = facenet.conv_kernel(layer), layer.get_weights()[1]
         oihw = np.transpose(kernel, (3, 2, 0, 1))
         if prefix.endswith(".conv2d"):
             state[f"{prefix}.weight"], state[f"{prefix}.bias"] = oihw, bias

@@ -9,6 +9,8 @@ BENCHMARKS = {  # name -> what it measures (the module argml.bench.<name> does i
     "facenet": "FaceNet load times, forward throughput, the features stage on Keras vs LiteRT",
     "finetune": "fine-tuning images/s from each start block",
     "live": "end-to-end FPS of the live loop on 1, 3 and 12 real faces",
+    "litert": "faces/s of a trained model at batch 1 and 8: Keras, LiteRT fp32 and int8",
+    "pipeline": "every stage's time of `dvc repro` (or make) in a fresh clone of one or more commits",
     "photos": "latency of a served photo model under concurrent clients",
     "quantization": "dynamic-range int8 vs full-integer int8 LiteRT exports: agreement with Keras and faces/s",
     "served": "the served photo model under load with 10 % bad requests (bombs, junk): latency, errors, memory",

@@ -51,15 +51,17 @@ class FeatureCache:
     lower_shape: tuple[int, ...]
     examples: dict[str, int]
     mirror_train: bool = False
+    precision: str = "float32"  # what the frozen layers computed in: float32 or bfloat16 (argml.model.precision)
 
     @classmethod
     def from_dict(cls, raw: dict) -> FeatureCache:
         return cls(raw["from_block"], raw["head_input"], raw["weights"], tuple(raw["lower_shape"]),
-                   dict(raw["examples"]), bool(raw.get("mirror_train", False)))
+                   dict(raw["examples"]), bool(raw.get("mirror_train", False)), raw.get("features_precision", "float32"))
 
     def to_dict(self) -> dict:
         return {"from_block": self.from_block, "head_input": self.head_input, "weights": self.weights,
-                "lower_shape": list(self.lower_shape), "examples": self.examples, "mirror_train": self.mirror_train}
+                "lower_shape": list(self.lower_shape), "examples": self.examples, "mirror_train": self.mirror_train,
+                "features_precision": self.precision}
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class ModelCard:
     align: AlignParams | None  # how the training faces were aligned; None only in models older than that
     readout: Readout = field(default_factory=Readout)
     multi_level: bool = False
+    precision: str = "float32"  # what fine-tuning computed in: float32 or bfloat16 (argml.model.precision)
 
     @property
     def classes(self) -> dict[str, tuple[str, ...]]:
@@ -94,6 +97,7 @@ class ModelCard:
         if self.align is not None:
             document["align"] = dataclasses.asdict(self.align)
         document["readout"] = dataclasses.asdict(self.readout)
+        document["train_precision"] = self.precision
         return document
 
     @classmethod
@@ -107,7 +111,8 @@ class ModelCard:
             return cls(mode=mode, input_size=int(raw["input_size"]),
                        age_values=tuple(float(value) for value in raw["age_values"]),
                        features=FeatureCache.from_dict(raw), align=align,
-                       readout=Readout(**raw.get("readout", {})), multi_level=bool(raw.get("multi_level", False)))
+                       readout=Readout(**raw.get("readout", {})), multi_level=bool(raw.get("multi_level", False)),
+                       precision=raw.get("train_precision", "float32"))
         except CardError:
             raise
         except (KeyError, TypeError, ValueError) as error:

@@ -19,6 +19,7 @@ from argml.core import images
 from argml.core.errors import BadInput
 from argml.core.labels import AGE_MODES
 
+PRECISIONS = ("auto", "bfloat16", "float32")  # argml.model.precision: auto = bfloat16 where the CPU has it
 BACKENDS = ("auto", "keras", "litert")  # the classifier's runtime: auto = the int8 LiteRT export where within tolerance
 
 
@@ -76,6 +77,8 @@ class FeaturesParams:
     weights: str = "casia-webface"  # or the path of facenet-pytorch's 20180402-114759-vggface2.pt
     batch_size: int = setting(64, 1, 4096)
     mirror_train: bool = False  # also cache every training image mirrored, for fine-tuning to pick at random
+    # the frozen layers' pass: bfloat16 products (auto: where the CPU has them natively), see argml.model.precision
+    precision: str = setting("auto", choices=PRECISIONS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +120,10 @@ class TrainParams:
     seed: int = 0
     # "mirrored": tf.distribute.MirroredStrategy over this host's GPUs (or CPUs)
     distribute: str = setting("none", choices=("none", "mirrored"))
+    # heads phase: training steps per call into TensorFlow (the same steps and results, less Python per step)
+    steps_per_execution: int = setting(64, 1, 100000)
+    # fine-tuning's products in bfloat16 (auto: where the CPU has them natively), see argml.model.precision
+    precision: str = setting("auto", choices=PRECISIONS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +143,6 @@ class MlflowParams:
 class ExportParams:
     batch_size: int = setting(32, 1, 4096)  # test-split batches when comparing the exports with Keras
     threads: int = setting(0, 0, 256)  # LiteRT interpreter threads (0 = one per CPU)
-    timing_runs: int = setting(3, 1, 100)  # timings (about 2 s each) per backend and batch size
     accuracy_points: float = setting(0.5, 0.0, 100.0)  # tolerance: accuracy at most this many points below Keras'
     mae_years: float = setting(0.1, low=0.0)  # tolerance: age MAE at most this much above Keras'
 

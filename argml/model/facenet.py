@@ -1,9 +1,9 @@
 """FaceNet's Inception-ResNet-v1 in plain Keras 3 layers, with pretrained weights read offline.
 
 The architecture is davidsandberg/facenet's `inception_resnet_v1` (model 20180408-102900) with batch norm
-folded into each convolution, as in its frozen graph: every conv is a Conv2D with bias, and only the
-bottleneck keeps a real BatchNormalization. Layer names mirror the TF-slim scopes with "/" written as "."
-(Keras forbids "/"): `Repeat_1.block17_3.Branch_1.Conv2d_0b_1x7` is the graph's
+folded into each convolution, as in its frozen graph: every conv has a bias (a 1x1 conv is a Dense layer over
+the channels, see is_convolution), and only the bottleneck keeps a real BatchNormalization. Layer names mirror
+the TF-slim scopes with "/" written as "." (Keras forbids "/"): `Repeat_1.block17_3.Branch_1.Conv2d_0b_1x7` is the graph's
 `InceptionResnetV1/Repeat_1/block17_3/Branch_1/Conv2d_0b_1x7`, so porting weights is a name lookup.
 
 Weights:
@@ -35,29 +35,43 @@ from keras import layers  # noqa: E402
 
 from argml.core.errors import BadInput  # noqa: E402
 from argml.core.files import cache_dir  # noqa: E402
+from argml.model.blocks import BLOCKS, CASIA_WEBFACE, block_index  # noqa: E402,F401 (part of this module's API)
 
 INPUT_SIZE = 160
 EMBEDDING_SIZE = 512
-CASIA_WEBFACE = "casia-webface"
 BN_EPSILON = 0.001  # both sources' batch norms (slim default; facenet-pytorch sets it explicitly)
 
-# Blocks in order; each builds onto the previous one's output. The name is the prefix of its layers.
-BLOCKS = (
-    ["stem"]  # 160x160x3 -> 17x17x256
-    + [f"Repeat.block35_{i}" for i in range(1, 6)]  # 17x17x256
-    + ["Mixed_6a"]  # Reduction-A: 8x8x896
-    + [f"Repeat_1.block17_{i}" for i in range(1, 11)]  # 8x8x896
-    + ["Mixed_7a"]  # Reduction-B: 3x3x1792
-    + [f"Repeat_2.block8_{i}" for i in range(1, 6)]  # 3x3x1792
-    + ["Block8"]  # 3x3x1792, scale 1 and no ReLU
-    + ["Bottleneck"]  # average pool -> pooled 1792 -> 512 -> BatchNorm -> L2 -> embeddings
-)
+LAYOUT = "-dense1x1"  # in the cached weights' file names: the 1x1 convolutions are Dense layers (is_convolution)
 BLOCK_OUTPUT_SHAPES = {"stem": (17, 17, 256), "Mixed_6a": (8, 8, 896), "Mixed_7a": (3, 3, 1792)}
 
 
 def _conv(x, filters, kernel, name, strides=1, padding="same", activation="relu"):
+    if kernel == 1 and strides == 1:  # pointwise: a Dense layer over the channels (see is_convolution)
+        return layers.Dense(filters, activation=activation, name=name)(x)
     return layers.Conv2D(filters, kernel, strides=strides, padding=padding, activation=activation,
                          name=name)(x)
+
+
+def is_convolution(layer) -> bool:
+    """Whether `layer` is one of the graph's 132 convolutions. The 1x1 ones are Dense layers over the channels:
+    the same function, computed as one matrix product, whose weight gradient oneDNN computes several times
+    faster than Conv2D's on the 3x3 maps of the fine-tuned blocks (bfloat16 above all). Their kernels are
+    [in, out] instead of [1, 1, in, out]."""
+    return isinstance(layer, (layers.Conv2D, layers.Dense)) and "Conv2d" in layer.name
+
+
+def _fit_kernel(layer, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """A convolution's [kernel, bias] as the layer holds them: a 1x1 kernel flattened for a Dense layer."""
+    kernel = arrays[0]
+    if isinstance(layer, layers.Dense) and kernel.ndim == 4 and kernel.shape[:2] == (1, 1):
+        kernel = kernel.reshape(kernel.shape[2:])
+    return [kernel, *arrays[1:]]
+
+
+def conv_kernel(layer) -> np.ndarray:
+    """A convolution's kernel in the graph's layout, [height, width, in, out], whichever layer holds it."""
+    kernel = layer.get_weights()[0]
+    return kernel.reshape(1, 1, *kernel.shape) if kernel.ndim == 2 else kernel
 
 
 def _stem(x):
@@ -150,12 +164,6 @@ def _build_block(x, block: str):
     return {"block35": _block35, "block17": _block17, "block8": _block8}[kind](x, block)
 
 
-def block_index(block: str) -> int:
-    if block not in BLOCKS:
-        raise BadInput(f"unknown FaceNet block {block!r}; blocks are {', '.join(BLOCKS)}")
-    return BLOCKS.index(block)
-
-
 def block_input_shape(block: str) -> tuple[int, int, int]:
     """The shape a block takes in (the previous block's output)."""
     index = block_index(block)
@@ -215,7 +223,7 @@ def read_graph_constants(pb_path: str | Path) -> dict[str, np.ndarray]:
 def _graph_names(layer) -> list[str]:
     """The graph constants holding a layer's weights, in the layer's weight order."""
     scope = "InceptionResnetV1/" + layer.name.replace(".", "/")
-    if isinstance(layer, layers.Conv2D):
+    if is_convolution(layer):
         up_projection = layer.name.endswith(".Conv2d_1x1") and ".Branch_" not in layer.name
         return [f"{scope}/weights", f"{scope}/biases" if up_projection else f"{scope}/Conv2D_bn_offset"]
     if isinstance(layer, layers.Dense):
@@ -241,7 +249,8 @@ def load_graph_weights(model: keras.Model, constants: dict[str, np.ndarray]) -> 
             missing = [name for name in names if name not in constants]
             if missing:
                 raise KeyError(f"graph has no {missing} for layer {layer.name}")
-            _assign(layer, [constants[name] for name in names], "graph")
+            arrays = [constants[name] for name in names]
+            _assign(layer, _fit_kernel(layer, arrays) if is_convolution(layer) else arrays, "graph")
 
 
 # facenet-pytorch names its modules differently; within a block, the rule maps the slim layer names.
@@ -254,7 +263,7 @@ def torch_module_names(model: keras.Model) -> dict[str, str]:
     """Keras conv layer name -> facenet-pytorch module prefix, e.g.
     `Repeat_1.block17_3.Branch_1.Conv2d_0b_1x7` -> `repeat_2.2.branch1.1`. A branch with one conv is
     `branchK`; with several, `branchK.i` in build order (the order of facenet-pytorch's Sequential)."""
-    convs = [layer.name for layer in model.layers if isinstance(layer, layers.Conv2D)]
+    convs = [layer.name for layer in model.layers if is_convolution(layer)]
     branch_members: dict[str, list[str]] = {}
     for name in convs:
         if ".Branch_" in name:
@@ -303,7 +312,8 @@ def load_torch_state_dict(model: keras.Model, state: dict[str, np.ndarray]) -> N
             arrays = list(_fold(take(f"{prefix}.conv.weight"), bn))
         else:  # the residual up-projection: a plain conv with bias
             arrays = [np.transpose(take(f"{prefix}.weight"), (2, 3, 1, 0)), take(f"{prefix}.bias")]
-        _assign(model.get_layer(keras_name), arrays, f"state dict {prefix}")
+        layer = model.get_layer(keras_name)
+        _assign(layer, _fit_kernel(layer, arrays), f"state dict {prefix}")
     _assign(model.get_layer("Bottleneck"), [take("last_linear.weight").T], "state dict last_linear")
     _assign(model.get_layer("Bottleneck.BatchNorm"),
             [take(f"last_bn.{part}") for part in ("weight", "bias", "running_mean", "running_var")],
@@ -325,10 +335,10 @@ def read_torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:
 
 def _cached_weights_path(weights: str) -> Path:
     if weights == CASIA_WEBFACE:
-        return cache_dir() / "facenet-casia-webface-20180408-102900.weights.h5"
+        return cache_dir() / f"facenet-casia-webface-20180408-102900{LAYOUT}.weights.h5"
     source = Path(weights)
     stat = source.stat()
-    return cache_dir() / f"facenet-{source.stem}-{stat.st_size}-{int(stat.st_mtime)}.weights.h5"
+    return cache_dir() / f"facenet-{source.stem}-{stat.st_size}-{int(stat.st_mtime)}{LAYOUT}.weights.h5"
 
 
 def load_facenet(weights: str | None = CASIA_WEBFACE, cache: bool = True) -> keras.Model:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from argml.model import facenet
+from argml.model import facenet, precision
 from argml.data import tfrecords
 from argml.core.files import read_stage_json
 from argml.core.card import FeatureCache
@@ -70,17 +70,21 @@ def cache_split(lower, upper_features, tfrecords_dir: Path, out_dir: Path, split
 
 
 def cache_all(tfrecords_dir: str | Path, out_dir: str | Path, from_block: str, head_input: str,
-              weights: str = facenet.CASIA_WEBFACE, batch_size: int = 64, mirror_train: bool = False) -> FeatureCache:
-    """Cache every split (the training split also mirrored, with `mirror_train`); returns (and writes as
-    info.json) what was cached."""
+              weights: str = facenet.CASIA_WEBFACE, batch_size: int = 64, mirror_train: bool = False,
+              compute: str = "float32") -> FeatureCache:
+    """Cache every split (the training split also mirrored, with `mirror_train`), the frozen layers computing
+    in `compute` (float32, or bfloat16: see argml.model.precision); returns (and writes as info.json) what was
+    cached."""
     tfrecords_dir, out_dir = Path(tfrecords_dir), Path(out_dir)
     model = facenet.load_facenet(weights)
     lower, upper = facenet.split(model, from_block)
     upper_features = facenet.feature_model(upper, head_input_layer(head_input))
-    counts = {split: cache_split(lower, upper_features, tfrecords_dir, out_dir, split, head_input, batch_size,
-                                 mirror=mirror_train and split == "train")
-              for split in SPLITS}
-    info = FeatureCache(from_block, head_input, weights, tuple(lower.output.shape[1:]), counts, mirror_train)
+    with precision.mixed_bfloat16(compute):
+        counts = {split: cache_split(lower, upper_features, tfrecords_dir, out_dir, split, head_input, batch_size,
+                                     mirror=mirror_train and split == "train")
+                  for split in SPLITS}
+    info = FeatureCache(from_block, head_input, weights, tuple(lower.output.shape[1:]), counts, mirror_train,
+                        compute)
     (out_dir / "info.json").write_text(json.dumps(info.to_dict(), indent=2) + "\n")
     return info
 

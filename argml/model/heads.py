@@ -89,8 +89,9 @@ def target_accuracy(y_true, y_pred):
 
 
 def compile_model(model: keras.Model, learning_rate, lr_factors: dict[str, float], loss_weights: dict[str, float],
-                  age_values, age_l1: float = 0.0, label_smoothing: float = 0.0) -> None:
-    """Targets (see argml.model.train.training_targets): race and gender one-hot, age a distribution then years."""
+                  age_values, age_l1: float = 0.0, label_smoothing: float = 0.0, steps_per_execution: int = 1) -> None:
+    """Targets (see argml.model.train.training_targets): race and gender one-hot, age a distribution then years.
+    `steps_per_execution`: training steps per call into TensorFlow (the same steps; fewer Python round trips)."""
     losses = {task: keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
               for task in TASKS if task != "age"}
     model.compile(
@@ -98,4 +99,5 @@ def compile_model(model: keras.Model, learning_rate, lr_factors: dict[str, float
         loss={**losses, "age": AgeLoss(age_values, age_l1)},
         loss_weights=dict(loss_weights),
         metrics={task: [keras.metrics.MeanMetricWrapper(target_accuracy, name="accuracy")] for task in TASKS},
+        steps_per_execution=steps_per_execution,
     )

@@ -26,10 +26,11 @@ from argml.core.config import AlignParams, TrainParams
 from argml.core.errors import BadInput
 from argml.core.files import atomic_dir
 from argml.core.labels import TASK_CLASSES, AgeMode
-from argml.model import facenet, features
+from argml.model import facenet, features, precision
 from argml.model.age import choose_readout, smoothed_targets
 from argml.model.batches import CachedBatches, pooled_block_inputs, predict_cached
 from argml.model.heads import build_heads, compile_model
+from argml.model.saving import save_model
 
 
 @dataclass
@@ -167,10 +168,11 @@ def load_training_data(features_dir: str | Path, mode: AgeMode, settings: TrainP
     return TrainingData(mode, cache, train_split, val_split, values)
 
 
-def _compile(model: keras.Model, learning_rate, data: TrainingData, settings: TrainParams) -> None:
+def _compile(model: keras.Model, learning_rate, data: TrainingData, settings: TrainParams,
+             steps_per_execution: int = 1) -> None:
     compile_model(model, learning_rate, dataclasses.asdict(settings.lr_factors),
                   dataclasses.asdict(settings.loss_weights), age_values=data.age_values, age_l1=settings.age_l1,
-                  label_smoothing=settings.label_smoothing)
+                  label_smoothing=settings.label_smoothing, steps_per_execution=steps_per_execution)
 
 
 def train_heads(heads: keras.Model, data: TrainingData, settings: TrainParams, checkpoint_dir: Path,
@@ -186,7 +188,7 @@ def train_heads(heads: keras.Model, data: TrainingData, settings: TrainParams, c
         heads_model.load_weights(heads_done)
         print(f"train[{data.mode.name}]: resuming; the heads phase finished before ({heads_done})")
         return _phase_history(checkpoint_dir, "heads")
-    _compile(heads_model, settings.head_lr, data, settings)
+    _compile(heads_model, settings.head_lr, data, settings, settings.steps_per_execution)
     if settings.distribute == "mirrored":
         # Under MirroredStrategy an uneven last training batch fails (its replicas' gradients differ in
         # shape): full training batches only.
@@ -217,9 +219,9 @@ def backbone_parts(cache: FeatureCache, multi_level: bool) -> tuple[keras.Model,
 
 
 def finetune(finetune_model: keras.Model, data: TrainingData, settings: TrainParams, checkpoint_dir: Path,
-             log_dir: Path, on_epoch, first_step: int) -> pd.DataFrame:
+             log_dir: Path, on_epoch, first_step: int, compute: str = "float32") -> pd.DataFrame:
     """Phase 2: the upper layers and the heads on the cached block inputs, going on from a killed run's
-    last finished epoch. -> the phase's history."""
+    last finished epoch, their products computed in `compute` (argml.model.precision). -> the phase's history."""
     if settings.finetune_epochs > 0:
         replicated = settings.distribute == "mirrored"
         make = lambda split, shuffle: CachedBatches(split["lower"], split["index"], split["targets"],  # noqa: E731
@@ -228,10 +230,11 @@ def finetune(finetune_model: keras.Model, data: TrainingData, settings: TrainPar
                                                     mirrored=split["mirrored"])  # None but in training
         train_batches = make(data.train, True)
         _compile(finetune_model, finetune_rate(settings, len(train_batches)), data, settings)
-        finetune_model.fit(train_batches, validation_data=make(data.val, False),
-                           epochs=settings.finetune_epochs, verbose=2,
-                           callbacks=_callbacks("finetune", checkpoint_dir, log_dir, settings.patience, first_step,
-                                                on_epoch))
+        with precision.mixed_bfloat16(compute):
+            finetune_model.fit(train_batches, validation_data=make(data.val, False),
+                               epochs=settings.finetune_epochs, verbose=2,
+                               callbacks=_callbacks("finetune", checkpoint_dir, log_dir, settings.patience,
+                                                    first_step, on_epoch))
     return _phase_history(checkpoint_dir, "finetune")
 
 
@@ -255,8 +258,11 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: AgeMode, settin
 
     A run killed part-way resumes from `checkpoint_dir` (see prepare_checkpoints): a finished heads phase is
     not redone, fine-tuning goes on from its last finished epoch, and the history holds every finished epoch
-    once. `on_epoch(step, logs)` is called after every epoch, steps numbered across both phases."""
+    once. `on_epoch(step, logs)` is called after every epoch, steps numbered across both phases. Fine-tuning
+    computes in `settings.precision` (resolved by argml.model.precision; recorded in the card); the heads
+    phase, the validation answers and the saved model are float32."""
     model_dir, checkpoint_dir, log_dir = Path(model_dir), Path(checkpoint_dir), Path(log_dir)
+    compute = precision.resolve(settings.precision)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(settings.seed)
     data = load_training_data(features_dir, mode, settings)
@@ -268,7 +274,7 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: AgeMode, settin
         block_input = keras.Input(tuple(data.cache.lower_shape), name="block_input")
         finetune_model = keras.Model(block_input, heads(upper_features(block_input)), name="finetune")
         finetune_history = finetune(finetune_model, data, settings, checkpoint_dir, log_dir, on_epoch,
-                                    len(heads_history))
+                                    len(heads_history), compute)
     history = _numbered([heads_history, finetune_history])
 
     image = keras.Input((facenet.INPUT_SIZE, facenet.INPUT_SIZE, 3), name="image")
@@ -277,9 +283,9 @@ def train(features_dir: str | Path, model_dir: str | Path, mode: AgeMode, settin
     scores = choose_readout(validation["age"], data.val["labels"]["age_years"], mode, data.age_values)
     card = ModelCard(mode=mode, input_size=facenet.INPUT_SIZE, age_values=tuple(data.age_values),
                      features=data.cache, align=align, readout=Readout(scores["bins"], scores["years"]),
-                     multi_level=settings.multi_level)
+                     multi_level=settings.multi_level, precision=compute)
     with atomic_dir(model_dir) as staging:  # a kill while saving leaves no half-written model
-        model.save(staging / "model.keras")
+        save_model(model, staging / "model.keras")
         card.save(staging / "model.json")
         save_validation(staging / VALIDATION_FILE, validation, data.val["labels"])
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # done: a later run starts afresh
