@@ -20,6 +20,7 @@ COMMANDS = {  # name -> (module with main(argv, prog), what it does)
     "presets": ("argml.pipeline.presets", "apply a preset (e.g. presets/gpu.yaml) onto params.yaml"),
     "ensemble": ("argml.evaluation.ensemble", "measure an ensemble of trained models on the feature cache"),
     "ui": ("argml.tracking.ui", "open an MLflow UI page in headless Chromium, check its text, screenshot it"),
+    "audit": ("argml.audit.__main__", "the make-up of a photo collection, corrected for the model's errors"),
 }
 
 
