@@ -11,6 +11,7 @@ BENCHMARKS = {  # name -> what it measures (the module argml.bench.<name> does i
     "live": "end-to-end FPS of the live loop on 1, 3 and 12 real faces",
     "photos": "latency of a served photo model under concurrent clients",
     "tracking": "team mode's cost: pipeline stages against the MLflow server vs SQLite",
+    "audit": "argml audit's photos/s in-process and on 1 and 2 cluster workers, memory per worker, engine costs",
 }
 
 
