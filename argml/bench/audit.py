@@ -117,7 +117,9 @@ def measure_cluster(name: str, workers: int, settings, jobs, warmup, runs: int) 
     from argml.audit import engines
 
     with tempfile.TemporaryDirectory(prefix=f"argml-bench-{name}-") as folder:
-        nodes = cluster.start(name, workers, folder, env={"PYTHONPATH": os.getcwd()})
+        # the workers import this argml (and whatever the driver's PYTHONPATH adds, e.g. an engine installed apart)
+        path = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+        nodes = cluster.start(name, workers, folder, env={"PYTHONPATH": path})
         try:
             idle = [MemorySampler.pss(tree) for tree in nodes.worker_trees()]
             engine = engines.connect(name, nodes.address, threads=1)
