@@ -48,8 +48,9 @@ def parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="photos per shard (default %(default)s)")
     parser.add_argument("--validation", help="the model's validation answers (.npz) when the model has none "
                                              "(see python -m argml.audit.labelled)")
-    parser.add_argument("--method", choices=quantify.METHODS, default=report.METHOD,
-                        help="correction (default %(default)s: the one that won the correction table)")
+    parser.add_argument("--method", choices=("chosen", *quantify.METHODS), default="chosen",
+                        help="correction of every task (default: per task, the one that won the correction table: "
+                             + ", ".join(f"{task} {method}" for task, method in report.CHOSEN.items()) + ")")
     parser.add_argument("--rounds", type=int, default=report.ROUNDS, help="bootstrap rounds (default %(default)s)")
     parser.add_argument("--confidence", type=float, default=report.CONFIDENCE, help="interval level (default %(default)s)")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the audit as an MLflow run")
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m argml.audit") -> 
                       detector_sha256=args.detector_sha256, params=args.params, engine=args.engine,
                       address=args.address, threads_per_worker=args.threads_per_worker, shard_size=args.shard_size,
                       validation=args.validation, mlflow=not args.no_mlflow,
-                      correction=report.Settings(args.method, args.rounds, args.confidence))
+                      correction=report.Settings.one_method(args.method, args.rounds, args.confidence))
     summary = audit(options)
     photos = summary["photos"]
     problems = summary["unreadable"]

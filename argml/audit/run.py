@@ -159,7 +159,7 @@ def audit(options: Options) -> dict:
     run_id = None
     if options.mlflow:
         params = {"inputs": len(plan.entries), "shards": plan.shard_count, "shard_size": plan.shard_size,
-                  "engine": options.engine, "method": options.correction.method, "rounds": options.correction.rounds,
+                  "engine": options.engine, "methods": options.correction.methods, "rounds": options.correction.rounds,
                   "confidence": options.correction.confidence, "model": choice.pinned, "backend": choice.backend,
                   "detector_sha256": plan.settings.detector_sha256}
         run_id = tracking.log(document, paths, params, out / "run.json")
