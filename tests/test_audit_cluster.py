@@ -48,7 +48,8 @@ def collection(pipeline_repo, utkface_dir, tmp_path_factory):
     whole = (utkface_dir / names[0]).read_bytes()
     (photos / "zz-unreadable.jpg").write_bytes(b"this is not an image")
     (photos / "zz-truncated.jpg").write_bytes(whole[: len(whole) // 2])
-    (photos / "zz-enormous.png").write_bytes(png_claiming(20000, 20000))
+    # 10000 x 10000: over decode.max_pixels (50 M); headers over 2x Pillow's own limit (179 M) are not read as sizes
+    (photos / "zz-enormous.png").write_bytes(png_claiming(10000, 10000))
     listed = folder / "more.txt"
     listed.write_text(f"{photos / names[1]}\n{folder / 'gone.jpg'}\n")  # a duplicate and a missing file
     return repo, env, [str(photos), str(listed)]
