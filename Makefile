@@ -37,7 +37,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=24"
-	$(BIN)/pip install --quiet -c requirements.lock -e '.[test,team,docs]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[test,team,docs,audit]'
 	touch $@
 
 repro: setup

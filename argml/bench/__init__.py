@@ -16,6 +16,7 @@ BENCHMARKS = {  # name -> what it measures (the module argml.bench.<name> does i
     "served": "the served photo model under load with 10 % bad requests (bombs, junk): latency, errors, memory",
     "stack": "the team stack under 8 concurrent training clients, and dvc push/fetch MB/s through its S3",
     "tracking": "team mode's cost: pipeline stages against the MLflow server vs SQLite",
+    "audit": "argml audit's photos/s in-process and on 1 and 2 cluster workers, memory per worker, engine costs",
 }
 
 

@@ -88,3 +88,19 @@ def load_classifier(uri: str):
     if mismatch:
         warnings.warn(mismatch, stacklevel=2)
     return model.unwrap_python_model().classifier
+
+
+def artifact_file(uri: str, name: str, dst: str | Path) -> Path:
+    """One artifact of a registered model (e.g. "validation": its answers on its validation split, or
+    "description": model.json), downloaded into `dst` without the rest of the model (audits need only these)."""
+    from mlflow.models import Model
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+    configure()
+    repository = ModelsArtifactRepository(uri)
+    artifacts = Model.load(repository.download_artifacts("MLmodel", str(dst))).flavors["python_function"].get(
+        "artifacts", {})
+    if name not in artifacts:
+        raise FileNotFoundError(f"{uri} carries no {name!r} artifact: register a model trained by this version of "
+                                "argml (dvc repro)")
+    return Path(repository.download_artifacts(artifacts[name]["path"], str(dst)))
