@@ -233,15 +233,15 @@ def _epochs(checkpoints: Path) -> list[int]:
 # --- the team stack, the photo limit, the network ----------------------------------------------------------------
 
 def test_stack_json_is_written_mode_0600_even_over_a_stale_file(tmp_path):
-    from argml.stack import engines
+    from argml.stack.state import read_state, write_state
 
     state = {"ports": {"mlflow": 5000}, "passwords": {"trainer": "secret"}}
     (tmp_path / "stack.tmp").write_text("left by a crash")
     (tmp_path / "stack.tmp").chmod(0o644)
-    engines._write_state(tmp_path, state)
+    write_state(tmp_path, state)
     assert stat.S_IMODE((tmp_path / "stack.json").stat().st_mode) == 0o600
-    assert engines.read_state(tmp_path) == state
-    engines._write_state(tmp_path, {**state, "ports": {"mlflow": 5001}})
+    assert read_state(tmp_path) == state
+    write_state(tmp_path, {**state, "ports": {"mlflow": 5001}})
     assert stat.S_IMODE((tmp_path / "stack.json").stat().st_mode) == 0o600
 
 

@@ -23,7 +23,7 @@ def test_each_model_gets_the_validation_figures_its_training_recorded(pipeline_r
     split = features.load_split(cache, "val", AgeMode.of("binned"))
     for mode in MODES:
         answer = ensemble.cached_probabilities(copy / "data" / "models" / mode, split,
-                                               features.read_info(cache)["from_block"])
+                                               features.read_info(cache).from_block)
         recorded = json.loads((copy / "reports" / mode / "validation.json").read_text())["metrics"]
         measured = ensemble.figures(answer, split["labels"])
         for name, key in (("gender", "gender.accuracy"), ("race", "race.accuracy"), ("CS@5", "age.cs5")):
@@ -36,7 +36,7 @@ def test_the_ensemble_is_the_mean_of_its_models(pipeline_repo):
     copy, _, _ = pipeline_repo
     cache = copy / "data" / "features"
     split = features.load_split(cache, "val", AgeMode.of("binned"))
-    from_block = features.read_info(cache)["from_block"]
+    from_block = features.read_info(cache).from_block
     answers = [ensemble.cached_probabilities(copy / "data" / "models" / mode, split, from_block) for mode in MODES]
     both = ensemble.averaged(answers)
     for key in ("gender", "race", "bins", "years"):
@@ -51,9 +51,9 @@ def test_flip_averaging_is_the_mean_of_the_model_on_each_face_and_its_mirror(pip
     split = features.load_split(cache, "val", AgeMode.of("binned"))
     mirrored = ensemble.mirrored_block_inputs(model_dir, records, "val")
     assert mirrored.shape == split["lower"].shape and mirrored.dtype == np.float16
-    flipped = ensemble.cached_probabilities(model_dir, split, features.read_info(cache)["from_block"],
+    flipped = ensemble.cached_probabilities(model_dir, split, features.read_info(cache).from_block,
                                             mirrored=mirrored)
-    plain = ensemble.cached_probabilities(model_dir, split, features.read_info(cache)["from_block"])
+    plain = ensemble.cached_probabilities(model_dir, split, features.read_info(cache).from_block)
 
     images, _ = next(tfrecords.load_dataset(records, "val", mode=AgeMode.of("binned"), batch_size=16,
                                             shuffle=False).as_numpy_iterator())

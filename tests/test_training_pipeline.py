@@ -176,13 +176,14 @@ def test_pyfunc_and_predict_answer_as_evaluate_did(pipeline_repo, mlflow_client,
     import mlflow
     import pandas as pd
 
-    from argml import predict
+    from argml.core.labels import AgeMode
     from argml.data import tfrecords
     from argml.data.utkface import AGE_BIN_NAMES
+    from argml.serving import predict
 
     copy, _, _ = pipeline_repo
     # The faces exactly as evaluate decoded them from the TFRecords, written losslessly for argml.predict.
-    test = tfrecords.load_dataset(copy / "data" / "tfrecords", "test", mode, batch_size=12, shuffle=False,
+    test = tfrecords.load_dataset(copy / "data" / "tfrecords", "test", AgeMode.of(mode), batch_size=12, shuffle=False,
                                   with_meta=True)
     faces, labels = next(test.as_numpy_iterator())
     names = [name.decode() for name in labels["file"]]
@@ -454,7 +455,7 @@ def test_the_photo_model_answers_encoded_images_over_rest(pipeline_repo, utkface
 
     import pandas as pd
 
-    from argml import predict
+    from argml.serving import predict
 
     copy, env, _ = pipeline_repo
     images = sorted(utkface_dir.iterdir())[200:202]
