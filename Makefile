@@ -25,6 +25,7 @@ PG_BIN := $(lastword $(sort $(wildcard /usr/lib/postgresql/*/bin)))
 export PATH := $(CURDIR)/$(BIN):$(PATH)$(if $(PG_BIN),:$(PG_BIN))
 # Debian's nginx, unpacked by scripts/install-system-packages.sh (the reverse-proxy test runs it), else one on PATH.
 NGINX := $(CURDIR)/.cache/nginx/usr/sbin/nginx
+export ARGML_NGINX ?= $(or $(wildcard $(NGINX)),$(shell command -v nginx))
 
 STACK_DIR ?= .stack
 # The smoke run: every stage, both age modes, on a stratified sample of 150 faces with short training.
@@ -48,8 +49,7 @@ system-packages:
 	scripts/install-system-packages.sh
 
 test: setup system-packages
-	ARGML_NGINX=$${ARGML_NGINX:-$$(test -x $(NGINX) && echo $(NGINX) || command -v nginx)} \
-	  $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

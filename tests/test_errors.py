@@ -211,13 +211,13 @@ def test_a_tracking_server_that_is_down_is_one_line_at_once(workdir, face):
 
 def test_the_stack_says_it_is_down_or_that_its_ports_are_taken(tmp_path):
     result = argml("stack", "status", "--dir", str(tmp_path / "stack"), cwd=tmp_path)
-    assert "no stack in" in the_one_line(result, "argml.stack")
+    assert "no stack in" in the_one_line(result, "stack")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         result = argml("stack", "up", "--dir", str(tmp_path / "stack"), "--ports", f"mlflow={port}", cwd=tmp_path)
-    line = the_one_line(result, "argml.stack")
+    line = the_one_line(result, "stack")
     assert f"ports in use on 127.0.0.1: mlflow ({port})" in line, line
 
 

@@ -6,8 +6,9 @@ small pipeline's trained models, `argml live` on the demo clip, `argml predict` 
 both `mlflow models serve` + `curl` examples (on a free port instead of 5001/5002, so parallel runs do not collide).
 Run elsewhere: `make` is the clean-clone run of the whole pipeline, `make test` is what CI runs (.ci/run), the
 pipeline_repo fixture runs the same small pipeline as `make smoke`, `make docs` is tests/test_docs.py's check and
-strict build, the team commands are tests/test_team.py's, `argml bench` is a benchmark. Not run: the webcam and
-window commands (`argml live` with no file, `python -m argml.live clip.mp4` without --headless) and `mlflow ui`.
+strict build, the team commands are tests/test_team.py's, the audit commands tests/test_audit*.py's, `argml bench`
+is a benchmark. Not run: the webcam and window commands (`argml live` with no file, `python -m argml.live clip.mp4`
+without --headless) and `mlflow ui`.
 """
 
 from __future__ import annotations

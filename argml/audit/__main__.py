@@ -20,7 +20,7 @@ import argparse
 import sys
 
 from argml.core.config import BACKENDS
-from argml.core.errors import command
+from argml.core.errors import BadInput, command
 
 SHOWN_PROBLEMS = 20  # unreadable files printed; report.json and photos.parquet list them
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m argml.audit") -> 
     from argml.audit.run import Options, audit
 
     if not 0.5 <= args.confidence < 1:
-        raise ValueError(f"--confidence must be in [0.5, 1), got {args.confidence}")
+        raise BadInput(f"--confidence must be in [0.5, 1), got {args.confidence}")
     options = Options(paths=args.paths, out=args.out, model=args.model, backend=args.backend, detector=args.detector,
                       detector_sha256=args.detector_sha256, params=args.params, engine=args.engine,
                       address=args.address, threads_per_worker=args.threads_per_worker, shard_size=args.shard_size,

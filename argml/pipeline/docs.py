@@ -191,10 +191,10 @@ def text_outputs(reports: Reports) -> dict[Path, str]:
 
 def frame_is_stale(reports: Reports) -> bool:
     """Whether docs/images/demo-frame.png is not the frame reports/demo.mp4 gives (compared as pixels)."""
-    import cv2
+    from argml.core import images
 
     image = reports.root / FRAME_FILE
-    current = cv2.imread(str(image)) if image.exists() else None
+    current = images.read(image) if image.exists() else None
     return current is None or not np.array_equal(current, demo_frame(reports.folder))
 
 

@@ -168,6 +168,8 @@ def _figures(figures: dict, prefix: str = "") -> list[list[str]]:
                          ", ".join(map(str, value.get("values", [])))])
         elif isinstance(value, dict):
             rows += _figures(value, f"{name} / ")
+        elif isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value):
+            continue  # raw per-run records: the file keeps them, their summaries are the rows
         elif isinstance(value, list):
             rows.append([name, ", ".join(map(str, value)), "", "", ""])
         else:
