@@ -22,7 +22,6 @@ COMMANDS = {  # name -> (module with main(argv, prog), what it does)
     "docs": ("argml.pipeline.docs", "write the docs' generated tables and model cards from the committed reports"),
     "ui": ("argml.tracking.ui", "open an MLflow UI page in headless Chromium, check its text, screenshot it"),
     "ablation": ("argml.pipeline.ablation", "the training ablation as dvc experiments (run) and its table (table)"),
-    "pipeline-docs": ("argml.pipeline.pipeline_page", "regenerate docs/pipeline.md's tables from dvc.yaml and reports/"),
     "audit": ("argml.audit.__main__", "the make-up of a photo collection, corrected for the model's errors"),
 }
 

@@ -30,7 +30,7 @@ from argml.core.config import load_params
 from argml.core.errors import command
 from argml.core.labels import AGE_MODES
 from argml.evaluation import model_card
-from argml.pipeline import report_tables
+from argml.pipeline import pipeline_page, report_tables
 
 MARKER = re.compile(r"(?P<open><!-- argml docs: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(?P<close><!-- /argml docs -->)",
                     re.S)
@@ -116,6 +116,9 @@ BLOCKS = {
     "demo": lambda reports: report_tables.demo(reports.json("demo.json")),
     "bench": lambda reports: report_tables.benchmarks(reports.benches(), _bench_summaries()),
     "ablation": lambda reports: report_tables.ablation(reports.folder),
+    "stages": lambda reports: pipeline_page.stages_table(reports.root / "dvc.yaml"),
+    "stage-times": lambda reports: pipeline_page.stage_times_table(reports.folder / "bench" / "pipeline.json"),
+    "litert": lambda reports: pipeline_page.litert_table(reports.folder / "bench" / "litert.json"),
     "params": lambda reports: report_tables.params_reference((reports.root / "params.yaml").read_text()),
 }
 

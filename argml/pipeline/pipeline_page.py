@@ -1,30 +1,17 @@
-"""`argml pipeline-docs [--check]`: the tables of docs/pipeline.md, generated from committed files.
-
-Between `<!-- pipeline-docs: NAME -->` and `<!-- /pipeline-docs -->` markers the page holds tables nobody types
-(the markers differ from `argml docs`' own, so each command rewrites only its blocks):
+"""The tables of docs/pipeline.md, rendered by `argml docs` (argml.pipeline.docs, blocks of the same names):
 - stages: one line per stage of dvc.yaml, what it reads and writes (code and params left out);
 - stage-times: reports/bench/pipeline.json (`argml bench pipeline`): each stage's seconds per run, their sum,
   the total, CPU seconds, the load average and the headline test metrics;
-- litert: reports/bench/litert.json (`argml bench litert`): faces/s per backend and batch size;
-- ablation: reports/ablation.md (`argml ablation table`, which writes it with reports/ablation.csv).
-`--check` changes nothing and exits 1 when the page is not what the files give (a test runs it).
+- litert: reports/bench/litert.json (`argml bench litert`): faces/s per backend and batch size.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import re
-import sys
 from pathlib import Path
 
 import yaml
 
-from argml.core.errors import command
-from argml.core.files import atomic_path
-
-PAGE = Path("docs/pipeline.md")
-MARKER = re.compile(r"(<!-- pipeline-docs: (?P<name>[a-z-]+) -->\n)(?P<body>.*?)(<!-- /pipeline-docs -->)", re.S)
 CODE = ("argml/", "stages/", "data/params.checked", "params.yaml")
 
 
@@ -110,53 +97,3 @@ def litert_table(bench: Path) -> str:
     return (f"The {figures['mode']} model, {figures['threads']} threads, median (min-max) of "
             f"{next(iter(next(iter(figures['faces_per_s'].values())).values()))['runs']} timings. "
             + _machine(document) + "\n" + "\n".join(lines) + "\n")
-
-
-def ablation_table(table: Path) -> str:
-    if not table.exists():
-        return "Not made yet: `argml ablation run`, then `argml ablation table` writes reports/ablation.md.\n"
-    return table.read_text()
-
-
-def sections(root: Path) -> dict[str, str]:
-    return {"stages": stages_table(root / "dvc.yaml"),
-            "stage-times": stage_times_table(root / "reports/bench/pipeline.json"),
-            "litert": litert_table(root / "reports/bench/litert.json"),
-            "ablation": ablation_table(root / "reports/ablation.md")}
-
-
-def render(page: str, generated: dict[str, str]) -> str:
-    """The page with every marked section replaced by its generated table."""
-    def replace(match):
-        name = match.group("name")
-        if name not in generated:
-            raise ValueError(f"{PAGE}: unknown generated section {name!r}; known: {', '.join(generated)}")
-        return match.group(1) + generated[name] + match.group(4)
-
-    return MARKER.sub(replace, page)
-
-
-@command("pipeline-docs")
-def main(argv: list[str] | None = None, prog: str = "argml pipeline-docs") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default=".", help="the repository (default: here)")
-    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if the page is out of date")
-    args = parser.parse_args(argv)
-    root = Path(args.root)
-    page = (root / PAGE).read_text()
-    updated = render(page, sections(root))
-    if args.check:
-        if updated != page:
-            print(f"{PAGE} is out of date: run `argml pipeline-docs`", file=sys.stderr)
-            return 1
-        print(f"{PAGE} is up to date")
-        return 0
-    if updated != page:
-        with atomic_path(root / PAGE) as staging:
-            staging.write_text(updated)
-    print(f"pipeline-docs: {PAGE} {'updated' if updated != page else 'already up to date'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
