@@ -117,6 +117,7 @@ def registry(model_dir, detector, utkface_dir, tmp_path_factory):
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
 
 
+@pytest.mark.slow
 def test_backend_auto_takes_the_int8_export_within_tolerance_and_checks_its_sha256(registry):
     import mlflow
 
@@ -285,6 +286,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_predict_and_live_run_with_the_network_blocked(model_dir, detector, utkface_dir, tmp_path):
     """Sockets to anything but loopback, and name lookups, raise in these processes (an audit hook): predict and
     the live demo still run, and nothing tried."""

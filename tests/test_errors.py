@@ -75,6 +75,7 @@ def stage(name: str, cwd: Path, *extra: str, **env: str) -> subprocess.Completed
     return run([str(REPO / "stages" / f"{name}.py"), *STAGE_ARGS[name], *extra], cwd, **env)
 
 
+@pytest.mark.slow
 def test_every_stage_refuses_a_bad_params_value_in_one_line(workdir):
     """align.size must be 32-1024: every stage reads params.yaml first and says so in one line."""
     (workdir / "params.yaml").write_text((REPO / "params.yaml").read_text().replace("  size: 160", "  size: 5"))
@@ -87,6 +88,7 @@ def test_every_stage_refuses_a_bad_params_value_in_one_line(workdir):
     assert not (workdir / "data").exists(), "nothing written"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, prepare, expected", [
     ("download", lambda d: made(d / "empty", None), "no image files (.jpg, .jpeg, .png) found in"),
     ("download", lambda d: made(d / "utk.tar.gz", b"not an archive"), "is neither a tar nor a zip archive"),
@@ -169,6 +171,7 @@ def face(utkface_dir, tmp_path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_predict_and_live_say_what_is_missing_or_unreadable(workdir, face):
     from test_claims import save_small_model
 
@@ -197,6 +200,7 @@ def test_predict_and_live_say_what_is_missing_or_unreadable(workdir, face):
         assert expected in the_one_line(result, prefix), result.stderr
 
 
+@pytest.mark.slow
 def test_a_tracking_server_that_is_down_is_one_line_at_once(workdir, face):
     detector = os.environ.get("ARGML_YOLO_FACE", "")
     if not Path(detector).is_file():
@@ -221,6 +225,7 @@ def test_the_stack_says_it_is_down_or_that_its_ports_are_taken(tmp_path):
     assert f"ports in use on 127.0.0.1: mlflow ({port})" in line, line
 
 
+@pytest.mark.slow
 def test_the_other_commands_end_in_one_line(workdir):
     (workdir / "broken.yaml").write_text("train: {head_lr: [unclosed\n")
     cases = [

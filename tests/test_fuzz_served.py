@@ -26,6 +26,7 @@ from fuzzing import bad_images, examples, peak_rss, reset_peak_rss, valid_images
 
 SIZE = 160
 LIMITS = images.Limits(max_pixels=1_000_000, max_bytes=1 << 20)
+pytestmark = pytest.mark.slow  # each test starts MLflow's scoring app or predict with TensorFlow, torch and YOLO
 
 
 @pytest.fixture(scope="module")
