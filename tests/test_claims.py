@@ -1,8 +1,8 @@
 """What the README and docs claim about safety and robustness, each checked on real objects: a Lambda layer
-refused by argml's own loader; the photo model refusing a file changed inside it; `--backend auto` and the
-sha256 check of a models:/ URI's cached export; a wrong input shape refused; a training run that ends FAILED
-on an error and KILLED on Ctrl-C; early stopping's patience starting again on resume; stack.json's mode 0600;
-the 20 MB photo limit; and no network at run time.
+refused by argml's own loader; FaceNet weights read weights-only; the photo model refusing a file changed inside
+it; `--backend auto` and the sha256 check of a models:/ URI's cached export; a wrong input shape refused; a
+training run that ends FAILED on an error and KILLED on Ctrl-C; early stopping's patience starting again on
+resume; stack.json's mode 0600; the 20 MB photo limit; and no network at run time (docs/security.md lists them).
 
 The models are small but real (a Keras model with argml's heads and model card), logged and registered by
 argml's own code in a temporary MLflow store."""
@@ -78,6 +78,34 @@ def test_a_keras_file_with_a_lambda_layer_is_refused_and_its_code_never_runs(tmp
     assert "lambda" in str(refused.value).lower() and "safe_mode" in str(refused.value)
     assert not marker.exists()
     keras.saving.load_model(folder / "model.keras", safe_mode=False)  # what safe mode prevents
+    assert marker.exists()
+
+
+class RunsCode:
+    """Unpickling this runs code: it creates the folder `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+def test_facenet_weights_from_a_crafted_pt_never_run_its_code(tmp_path):
+    """features.weights may name a user's facenet-pytorch .pt: it is read weights-only, so a pickle that runs
+    code on load is refused and its code never runs (a plain torch.load would run it)."""
+    import pickle
+
+    import torch
+
+    from argml.model import facenet
+
+    marker, crafted = tmp_path / "code-ran", tmp_path / "20180402-114759-vggface2.pt"
+    torch.save({"state_dict": RunsCode(marker)}, crafted)
+    with pytest.raises(pickle.UnpicklingError):
+        facenet.read_torch_state_dict(crafted)
+    assert not marker.exists()
+    torch.load(crafted, weights_only=False)  # what weights-only loading prevents
     assert marker.exists()
 
 
