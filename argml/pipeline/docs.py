@@ -5,7 +5,7 @@
 
 Reads params.yaml and reports/ (each mode's metrics.json, per_group.csv, predictions.csv, validation.json and
 export.json; data.json, leakage.json, demo.json, demo.jsonl, demo.mp4, mlflow-compare.png, bench/*.json,
-ablation.md or ablation.csv). Writes:
+audit/correction.json, ablation.md or ablation.csv). Writes:
 - in README.md and docs/**/*.md, the text between `<!-- argml docs: NAME [ARG] -->` and `<!-- /argml docs -->`,
   replaced by what block NAME renders (BLOCKS below); the prose around it is written by hand;
 - docs/model-card-<mode>.md, each mode's model card (argml.evaluation.model_card);
@@ -52,6 +52,11 @@ class Reports:
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: run `dvc repro` (or `dvc pull`) first")
         return json.loads(path.read_text())
+
+    def json_if_measured(self, relative: str) -> dict | None:
+        """A report that exists only once someone ran its command (a benchmark); None before."""
+        path = self.folder / relative
+        return json.loads(path.read_text()) if path.exists() else None
 
     @functools.cache
     def evaluation(self, mode: str) -> model_card.Evaluation:
@@ -115,6 +120,8 @@ BLOCKS = {
     "exports": lambda reports: report_tables.exports({mode: reports.json(f"{mode}/export.json") for mode in AGE_MODES}),
     "demo": lambda reports: report_tables.demo(reports.json("demo.json")),
     "bench": lambda reports: report_tables.benchmarks(reports.benches(), _bench_summaries()),
+    "audit-correction": lambda reports: report_tables.audit_correction(reports.json("audit/correction.json")),
+    "audit-throughput": lambda reports: report_tables.audit_throughput(reports.json_if_measured("bench/audit.json")),
     "ablation": lambda reports: report_tables.ablation(reports.folder),
     "stages": lambda reports: pipeline_page.stages_table(reports.root / "dvc.yaml"),
     "stage-times": lambda reports: pipeline_page.stage_times_table(reports.folder / "bench" / "pipeline.json"),
