@@ -6,8 +6,8 @@ Real UTKFace photos ($ARGML_UTKFACE, whole 200x200 files, through detection and 
 times over `--photos` photos. Clusters are started with the engine's own command line on 127.0.0.1
 (argml.audit.cluster: one single-CPU worker process tree per worker); memory is the largest PSS a worker's
 process tree reached (shared pages split between processes), sampled every half second. `--engines` takes
-any of dask, ray, spark that are installed (argml installs dask; the others were measured from a separate
-install, see docs/audit.md).
+any of dask, ray, spark that are installed (argml installs dask, the one measured in docs/audit.md; ray and
+spark run where their own packages are installed).
 """
 
 from __future__ import annotations
