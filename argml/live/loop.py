@@ -65,7 +65,7 @@ class Recorder:
         if self.jsonl_path:
             if self.records is None:
                 Path(self.jsonl_path).parent.mkdir(parents=True, exist_ok=True)
-                self.records = open(self.jsonl_path, "w")
+                self.records = open(self.jsonl_path, "w", buffering=1)  # line by line: others may tail it
             self.records.write(json.dumps(record) + "\n")
         if self.video_path:
             if self.writer is None:
