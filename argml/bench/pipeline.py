@@ -124,13 +124,16 @@ def timed_run(command: list[str], folder: Path, env: dict[str, str], log_path: P
             "tail": [line for _, line in lines[-15:]] if returncode else []}
 
 
-def outcome(folder: Path) -> dict:
-    """What the run left: `git status` (changed files), dvc.lock's sha256 and each mode's headline test metrics."""
+def outcome(folder: Path, stages_run: dict[str, float]) -> dict:
+    """What the run left: `git status` (changed files), dvc.lock's sha256 and the headline test metrics of each
+    mode whose evaluate stage ran (the committed reports of a mode it did not evaluate are not this run's)."""
     status = subprocess.run(["git", "status", "--porcelain"], cwd=folder, capture_output=True, text=True,
                             check=True).stdout.splitlines()
     lock = folder / "dvc.lock"
     metrics = {}
     for path in sorted(folder.glob("reports/*/metrics.json")):
+        if f"evaluate@{path.parent.name}" not in stages_run:
+            continue
         document = json.loads(path.read_text())
         metrics[path.parent.name] = {name: document.get(task, {}).get(key) for name, (task, key) in HEADLINE.items()}
     return {"git_status": status, "dvc_lock_sha256": hashlib.sha256(lock.read_bytes()).hexdigest()
@@ -144,8 +147,9 @@ def run_commit(repo: str, commit: str, folder: Path, command: list[str], assignm
         set_params(folder / "params.yaml", assignments)
         subprocess.run(["git", "commit", "-q", "-am", "bench: params"], cwd=folder, env=env, check=True)
     print(f"bench pipeline: {commit} ({full[:10]}) in {folder}: {shlex.join(command)}", flush=True)
-    result = {"commit": full, "asked": commit, "command": shlex.join(command), "params": assignments,
-              **timed_run(command, folder, env, folder.parent / f"{folder.name}.log"), **outcome(folder)}
+    timed = timed_run(command, folder, env, folder.parent / f"{folder.name}.log")
+    result = {"commit": full, "asked": commit, "command": shlex.join(command), "params": assignments, **timed,
+              **outcome(folder, timed["stage_s"])}
     print(f"bench pipeline: {full[:10]}: exit {result['exit_code']}, stages {result['stage_sum_s']} s, total "
           f"{result['total_s']} s; {len(result['git_status'])} changed files", flush=True)
     return result
