@@ -188,7 +188,10 @@ def train_heads(heads: keras.Model, data: TrainingData, settings: TrainParams, c
         heads_model.load_weights(heads_done)
         print(f"train[{data.mode.name}]: resuming; the heads phase finished before ({heads_done})")
         return _phase_history(checkpoint_dir, "heads")
-    _compile(heads_model, settings.head_lr, data, settings, settings.steps_per_execution)
+    # Several steps per call fail under MirroredStrategy with a Python batch iterator (Keras 3.15: "You must
+    # feed a value for placeholder"), so a mirrored run takes one step per call.
+    steps_per_execution = 1 if settings.distribute == "mirrored" else settings.steps_per_execution
+    _compile(heads_model, settings.head_lr, data, settings, steps_per_execution)
     if settings.distribute == "mirrored":
         # Under MirroredStrategy an uneven last training batch fails (its replicas' gradients differ in
         # shape): full training batches only.
