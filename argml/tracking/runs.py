@@ -30,7 +30,7 @@ MAX_BATCH = 1000  # metrics per log_batch request (MLflow's limit)
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
-class TrackingError(RuntimeError):
+class TrackingError(Unavailable):
     """The tracking store could not record something (argml's commands print it as one line)."""
 
 
