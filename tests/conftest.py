@@ -329,3 +329,12 @@ def assert_mlflow_ui_compares(base_url: str, experiment_id: str, runs: dict[str,
     text = ui.open_page(pages["compare"], out_dir / "compare.png",
                              (f"Comparing {len(runs)} Runs", "test.gender.accuracy", *runs), username, password)
     assert (out_dir / "compare.png").stat().st_size > 10_000
+
+
+def cache_tolerance(cache) -> float:
+    """How far answers from the feature cache may be from the model's on images: the cache is float16, and the
+    frozen layers that made it computed in float32 or, where the CPU has it (features.precision auto), in
+    bfloat16, whose 8-bit mantissa moves probabilities by a few thousandths."""
+    from argml.model import features
+
+    return {"float32": 2e-3, "bfloat16": 1e-2}[features.read_info(cache).precision]
