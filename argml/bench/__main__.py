@@ -20,7 +20,7 @@ def parser(prog: str) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="benchmark", required=True, metavar="NAME")
     for name, summary in BENCHMARKS.items():
         module = load(name)
-        sub = subparsers.add_parser(name, help=summary, description=module.__doc__,
+        sub = subparsers.add_parser(name, help=summary.replace("%", "%%"), description=module.__doc__,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(sub)
     return parser
