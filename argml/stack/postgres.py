@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from argml.stack.state import HOST, StackError, log_file
+from argml.stack.state import HOST, StackError, log_file, process_alive
 
 DATABASES = ("mlflow", "mlflow_auth")
 
@@ -63,6 +63,19 @@ def _init(folder: Path, state: dict) -> None:
         password_file.unlink(missing_ok=True)
 
 
+def _clear_stale_lock(data: Path) -> None:
+    """Remove the lock files (postmaster.pid, the socket's .lock) whose postmaster has died. PostgreSQL checks
+    their PID with kill(pid, 0), which a dead but unreaped process (a zombie) passes: in a container whose init
+    does not reap orphans, a crashed server would otherwise never start again."""
+    for lock in [data / "postmaster.pid", *data.glob(".s.PGSQL.*.lock")]:
+        try:
+            pid = int(lock.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            continue
+        if not process_alive(pid):
+            lock.unlink(missing_ok=True)
+
+
 def start(folder: Path, state: dict) -> None:
     """Start the server (a fresh data folder is initialised first; after a crash PostgreSQL replays its WAL)
     and create the two databases if missing. pg_ctl -w returns once it accepts connections."""
@@ -74,6 +87,7 @@ def start(folder: Path, state: dict) -> None:
         shutil.chown(log.parent, "postgres", "postgres")
         if log.exists():
             shutil.chown(log, "postgres", "postgres")
+    _clear_stale_lock(data)
     options = f"-c listen_addresses={HOST} -p {state['ports']['postgres']} -c unix_socket_directories={data}"
     _run(_as_postgres([tool("pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w", "-t", "60", "start"]),
          f"PostgreSQL on {HOST}:{state['ports']['postgres']} (log: {log})")
