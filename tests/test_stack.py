@@ -344,8 +344,9 @@ def test_backup_and_restore_into_a_fresh_folder_keep_runs_registry_artifacts_and
     restored = None
     try:
         mlflow.set_tracking_uri(engines.tracking_uri(state))
-        experiment = mlflow.set_experiment("backup-tests")
-        with mlflow.start_run() as training:
+        # not set_experiment: the active experiment would outlive the test in this process
+        experiment_id = mlflow.MlflowClient().create_experiment("backup-tests")
+        with mlflow.start_run(experiment_id=experiment_id) as training:
             mlflow.log_params({"lr": "0.001", "epochs": "3"})
             for step in range(3):
                 mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
