@@ -26,8 +26,9 @@ MKDOCS = Path(sys.executable).parent / "mkdocs"
 
 
 def repository_docs_copy(target: Path) -> Path:
-    """What `argml docs` reads and writes, copied: README.md, docs/, mkdocs.yml, params.yaml and reports/."""
-    for name in ("README.md", "mkdocs.yml", "params.yaml"):
+    """What `argml docs` reads and writes, copied: README.md, docs/, mkdocs.yml, params.yaml, dvc.yaml and
+    reports/."""
+    for name in ("README.md", "mkdocs.yml", "params.yaml", "dvc.yaml"):
         shutil.copy2(REPO / name, target / name)
     shutil.copytree(REPO / "docs", target / "docs")
     shutil.copytree(REPO / "reports", target / "reports", ignore=shutil.ignore_patterns("tensorboard"))
