@@ -19,7 +19,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from argml.bench.served import stop_server
 from argml.cli import COMMANDS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,12 +168,7 @@ def serve_and_ask(block_words: str, copy: Path, env: dict, workdir: Path) -> dic
         assert answer.returncode == 0, answer.stderr
         return json.loads(answer.stdout)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_server(server)
 
 
 @pytest.fixture(scope="module")

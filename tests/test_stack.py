@@ -48,6 +48,8 @@ def assert_nothing_left(folder: Path, state: dict) -> None:
 @pytest.fixture(scope="module")
 def stack():
     """A stack on free loopback ports, in a folder the postgres user can reach (pytest's tmp is 0700)."""
+    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
+        pytest.skip("PostgreSQL's initdb/pg_ctl are not installed")
     from argml.stack import engines
 
     folder = Path(tempfile.mkdtemp(prefix="argml-stack-"))

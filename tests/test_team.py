@@ -9,7 +9,6 @@ import base64
 import json
 import shutil
 import sys
-import tempfile
 import textwrap
 import urllib.error
 import urllib.request
@@ -19,31 +18,9 @@ import pandas as pd
 import pytest
 
 from conftest import DVC, PIPELINE_LIMIT, PIPELINE_PARAMS, assert_mlflow_ui_compares, repository_copy, run
+from test_stack import stack  # noqa: F401 (the stack fixture: one stack for this module's tests)
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def stack():
-    """A stack on free loopback ports, in a folder the postgres user can reach (pytest's tmp is 0700)."""
-    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
-        pytest.skip("PostgreSQL's initdb/pg_ctl are not installed")
-    from test_stack import assert_nothing_left
-
-    from argml.stack import engines as team_stack
-
-    folder = Path(tempfile.mkdtemp(prefix="argml-stack-"))
-    try:
-        state = team_stack.up(folder, "auto")  # a failed start stops what it started
-    except BaseException:
-        shutil.rmtree(folder)
-        raise
-    try:
-        yield folder, state
-    finally:
-        state = team_stack.read_state(folder)
-        team_stack.down(folder, purge=True)
-        assert_nothing_left(folder, state)
 
 
 TEAM_LIMIT = PIPELINE_LIMIT  # the small pipeline's sample: the server, not the data, is under test
