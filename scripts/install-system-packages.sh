@@ -41,8 +41,9 @@ if [ ${#packages[@]} -gt 0 ]; then
 fi
 if ! have_nginx; then
   echo "system packages: unpacking Debian's nginx into $NGINX_DIR"
-  download=$(mktemp -d) && chmod 755 "$download"  # apt reads it as the _apt user
-  (cd "$download" && apt-get download -qq nginx)
+  download=$(mktemp -d)
+  (cd "$download" && apt-get download -qq -o APT::Sandbox::User=root nginx)
+  mkdir -p "$NGINX_DIR"  # dpkg -x makes only the last folder
   dpkg -x "$download"/nginx_*.deb "$NGINX_DIR"
   rm -rf "$download"
 fi
