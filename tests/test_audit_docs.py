@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from argml.bench import report as bench_report
-from argml.pipeline import docs, report_tables
+from argml.pipeline import audit_tables, docs
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("cc", "pcc", "acc", "pacc", "em")
@@ -61,7 +61,7 @@ def reports_root(tmp_path: Path, correction: dict, bench: dict | None) -> Path:
 
 
 def test_the_correction_table_shows_each_tasks_choice_against_raw_counting():
-    text = report_tables.audit_correction(correction_result())
+    text = audit_tables.audit_correction(correction_result())
     assert ("| race | its own skews and the split's | 4.00 (95 %) | 5.00 (95 %) | **1.17 (95 %)** | 7.00 (95 %) "
             "| 8.00 (95 %) |") in text
     assert "| gender | every scenario | 3.00 (87 %) | 4.00 (87 %) | 5.00 (87 %) | 0.92 (87 %) | 7.00 (87 %) |" in text
@@ -79,7 +79,7 @@ def test_a_chosen_method_worse_than_raw_counting_is_said_so():
     result = correction_result()
     result["summary"]["age"]["methods"]["pacc"]["mae_points_own"] = 4.5
     assert "- **age**: `pacc`, 4.50 points against raw counting's 4.00 (0.50 points worse)" in \
-        report_tables.audit_correction(result)
+        audit_tables.audit_correction(result)
 
 
 def test_both_audit_blocks_fill_a_page_from_the_reports(tmp_path):

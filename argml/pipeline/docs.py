@@ -30,7 +30,7 @@ from argml.core.config import load_params
 from argml.core.errors import command
 from argml.core.labels import AGE_MODES
 from argml.evaluation import model_card
-from argml.pipeline import pipeline_page, report_tables
+from argml.pipeline import audit_tables, pipeline_page, report_tables
 
 MARKER = re.compile(r"(?P<open><!-- argml docs: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(?P<close><!-- /argml docs -->)",
                     re.S)
@@ -120,8 +120,8 @@ BLOCKS = {
     "exports": lambda reports: report_tables.exports({mode: reports.json(f"{mode}/export.json") for mode in AGE_MODES}),
     "demo": lambda reports: report_tables.demo(reports.json("demo.json")),
     "bench": lambda reports: report_tables.benchmarks(reports.benches(), _bench_summaries()),
-    "audit-correction": lambda reports: report_tables.audit_correction(reports.json("audit/correction.json")),
-    "audit-throughput": lambda reports: report_tables.audit_throughput(reports.json_if_measured("bench/audit.json")),
+    "audit-correction": lambda reports: audit_tables.audit_correction(reports.json("audit/correction.json")),
+    "audit-throughput": lambda reports: audit_tables.audit_throughput(reports.json_if_measured("bench/audit.json")),
     "ablation": lambda reports: report_tables.ablation(reports.folder),
     "stages": lambda reports: pipeline_page.stages_table(reports.root / "dvc.yaml"),
     "stage-times": lambda reports: pipeline_page.stage_times_table(reports.folder / "bench" / "pipeline.json"),
