@@ -103,3 +103,29 @@ def test_a_stage_stops_when_its_parent_is_killed(tmp_path):
     parent.wait(timeout=10)
     assert wait_for(lambda: not alive(stage_pid)), "the stage outlived its parent"
     assert wait_for(lambda: not staging.exists()), "the staging folder outlived the stage"
+
+
+# A "stage" that gets SIGTERM in the middle of a store write: the write must finish, then the stage stops.
+DEFERRED = textwrap.dedent("""
+    import os, signal, sys, time
+    from pathlib import Path
+    from argml.core.files import run_as_stage, termination_deferred
+    run_as_stage()
+    log = Path(sys.argv[1])
+    try:
+        with termination_deferred():
+            log.write_text("write started\\n")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)  # the signal has arrived; a plain stage would be unwinding by now
+            log.write_text(log.read_text() + "write finished\\n")
+        log.write_text(log.read_text() + "went on after the write\\n")
+    finally:
+        log.write_text(log.read_text() + "unwound\\n")
+""")
+
+
+def test_sigterm_during_a_deferred_write_stops_the_stage_right_after_it(tmp_path):
+    log = tmp_path / "log"
+    result = subprocess.run([sys.executable, "-c", DEFERRED, str(log)], cwd=REPO, timeout=60)
+    assert result.returncode == 128 + signal.SIGTERM
+    assert log.read_text().splitlines() == ["write started", "write finished", "unwound"]

@@ -12,6 +12,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from argml.core.errors import BadInput
@@ -56,6 +57,23 @@ def run_as_stage() -> None:
         if os.getppid() == 1:  # the parent died before prctl took effect
             _terminate(signal.SIGTERM, None)
     signal.signal(signal.SIGTERM, _terminate)
+
+
+@contextlib.contextmanager
+def termination_deferred():
+    """Hold a stage's SIGTERM off for the block and raise it right after: a write to the tracking store that
+    SIGTERM stops half-way can leave SQLite's lock held, and the run could then not be marked KILLED."""
+    if signal.getsignal(signal.SIGTERM) is not _terminate or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, _terminate)
+    if received:
+        _terminate(received[0], None)
 
 
 def remove_stale_staging(target: str | Path) -> list[Path]:

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from argml.core.errors import Unavailable  # noqa: E402
-from argml.core.files import Terminated  # noqa: E402
+from argml.core.files import Terminated, termination_deferred  # noqa: E402
 
 EXPERIMENT = "argml"
 MAX_BATCH = 1000  # metrics per log_batch request (MLflow's limit)
@@ -93,27 +93,37 @@ def training_run(mode: str, params: dict[str, object], resume_file: str | Path):
     if run_id and _run_status(run_id) not in ("RUNNING", "KILLED", "FAILED"):
         run_id = None
     commit = git_commit()
-    if run_id:
-        run = mlflow.start_run(run_id=run_id)
-        print(f"MLflow: resuming run {run_id} ({mode})")
-    else:
-        tags = {"age_mode": mode, "git_commit": commit, "mlflow.source.git.commit": commit}
-        experiment = os.environ.get("DVC_EXP_NAME")  # set by `dvc exp run`: the same name in `dvc exp show`
-        if experiment:
-            tags["dvc_exp_name"] = experiment
-        run = mlflow.start_run(run_name=f"{experiment}-{mode}" if experiment else mode, tags=tags)
-        mlflow.log_params({key: str(value) for key, value in params.items()})
-        resume_file.parent.mkdir(parents=True, exist_ok=True)
-        resume_file.write_text(json.dumps({"run_id": run.info.run_id}) + "\n")
+    with termination_deferred():
+        run = _open_run(mode, params, run_id, commit, resume_file)
     try:
         yield run.info.run_id
     except (KeyboardInterrupt, Terminated):
-        mlflow.end_run("KILLED")
+        _end_run("KILLED")
         raise
     except BaseException:
-        mlflow.end_run("FAILED")
+        _end_run("FAILED")
         raise
-    mlflow.end_run("FINISHED")
+    _end_run("FINISHED")
+
+
+def _open_run(mode: str, params: dict[str, object], run_id: str | None, commit: str, resume_file: Path):
+    if run_id:
+        print(f"MLflow: resuming run {run_id} ({mode})")
+        return mlflow.start_run(run_id=run_id)
+    tags = {"age_mode": mode, "git_commit": commit, "mlflow.source.git.commit": commit}
+    experiment = os.environ.get("DVC_EXP_NAME")  # set by `dvc exp run`: the same name in `dvc exp show`
+    if experiment:
+        tags["dvc_exp_name"] = experiment
+    run = mlflow.start_run(run_name=f"{experiment}-{mode}" if experiment else mode, tags=tags)
+    mlflow.log_params({key: str(value) for key, value in params.items()})
+    resume_file.parent.mkdir(parents=True, exist_ok=True)
+    resume_file.write_text(json.dumps({"run_id": run.info.run_id}) + "\n")
+    return run
+
+
+def _end_run(status: str) -> None:
+    with termination_deferred():  # a second SIGTERM must not stop the status write half-way
+        mlflow.end_run(status)
 
 
 def _run_status(run_id: str) -> str | None:
@@ -129,8 +139,9 @@ def epoch_logger(run_id: str):
 
     def log(step: int, logs: dict) -> None:
         now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[mlflow.entities.Metric(key, float(value), now, step)
-                                          for key, value in logs.items() if np.isscalar(value)])
+        with termination_deferred():
+            client.log_batch(run_id, metrics=[mlflow.entities.Metric(key, float(value), now, step)
+                                              for key, value in logs.items() if np.isscalar(value)])
 
     return log
 
@@ -156,7 +167,8 @@ def log_missing_epochs(run_id: str, history: pd.DataFrame) -> int:
 
 def _log_metrics(client, run_id: str, metrics: list) -> None:
     for start in range(0, len(metrics), MAX_BATCH):
-        with _store_errors(f"log {len(metrics[start:start + MAX_BATCH])} metrics to run {run_id}"):
+        with _store_errors(f"log {len(metrics[start:start + MAX_BATCH])} metrics to run {run_id}"), \
+                termination_deferred():
             client.log_batch(run_id, metrics=metrics[start:start + MAX_BATCH])
 
 
