@@ -31,7 +31,7 @@ STACK_DIR ?= .stack
 # The smoke run: every stage, both age modes, on a stratified sample of 150 faces with short training.
 SMOKE_PARAMS ?= -S data.limit=150 -S train.head_epochs=3 -S train.finetune_epochs=1 -S evaluate.bootstrap_rounds=10
 
-.PHONY: all setup repro test test-fast smoke docs system-packages stack-up stack-down
+.PHONY: all setup repro test test-extended test-all test-fast smoke docs system-packages stack-up stack-down
 all: setup repro
 
 setup: $(VENV)/.installed
@@ -48,7 +48,15 @@ repro: setup
 system-packages:
 	scripts/install-system-packages.sh
 
+# make test is what CI runs. The extended tier runs the whole small pipeline in two more fresh copies (the
+# determinism check, the team pipeline): about 30 min on top of make test on 2 CPUs, 40 min on its own.
 test: setup system-packages
+	$(BIN)/python -m pytest -m "not extended" $(PYTEST_ARGS)
+
+test-extended: setup system-packages
+	$(BIN)/python -m pytest -m extended $(PYTEST_ARGS)
+
+test-all: setup system-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: setup

@@ -12,7 +12,7 @@ import yaml
 
 from conftest import DVC, PIPELINE_PARAMS, repository_copy, run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extended]  # a second whole small pipeline
 
 
 def output_files(repo: Path) -> dict[str, str]:

@@ -20,7 +20,7 @@ import pytest
 from conftest import DVC, PIPELINE_LIMIT, PIPELINE_PARAMS, assert_mlflow_ui_compares, repository_copy, run
 from test_stack import stack  # noqa: F401 (the stack fixture: one stack for this module's tests)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extended]  # a second whole small pipeline
 
 
 TEAM_LIMIT = PIPELINE_LIMIT  # the small pipeline's sample: the server, not the data, is under test
