@@ -63,7 +63,8 @@ def run_as_stage() -> None:
 def termination_deferred():
     """Hold a stage's SIGTERM off for the block and raise it right after: a write to the tracking store that
     SIGTERM stops half-way can leave SQLite's lock held, and the run could then not be marked KILLED."""
-    if signal.getsignal(signal.SIGTERM) is not _terminate or threading.current_thread() is not threading.main_thread():
+    in_stage = signal.getsignal(signal.SIGTERM) is _terminate
+    if not in_stage or threading.current_thread() is not threading.main_thread():
         yield
         return
     received = []
