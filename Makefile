@@ -49,7 +49,7 @@ system-packages:
 	scripts/install-system-packages.sh
 
 # make test is what CI runs. The extended tier runs the whole small pipeline in two more fresh copies (the
-# determinism check, the team pipeline): about 30 min on top of make test on 2 CPUs, 40 min on its own.
+# determinism check, the team pipeline): about 35 min on top of make test on 2 CPUs, 45 min on its own.
 test: setup system-packages
 	$(BIN)/python -m pytest -m "not extended" $(PYTEST_ARGS)
 
