@@ -318,8 +318,8 @@ def test_a_registry_model_outside_the_repo_creates_no_store(detector, utkface_di
 
 
 def test_litert_and_keras_backends_give_the_same_labels(detector, registry, utkface_dir, tmp_path):
-    """The int8 export answers as Keras does (the docs quote 99.9 / 99.7 % of gender / race labels alike on the
-    2,306 test faces of the full-data model)."""
+    """The int8 export answers as Keras does (the label agreement on the full-data model's 2,306 test faces is in
+    the docs' export table, from reports/MODE/export.json)."""
     images = [str(path) for path in sorted(utkface_dir.iterdir())[300:320]]
     tables = {}
     for backend in ("keras", "litert"):

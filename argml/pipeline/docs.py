@@ -4,8 +4,8 @@
     argml docs --check     # write nothing; fail naming every file that disagrees with the reports
 
 Reads params.yaml, dvc.yaml and reports/ (each mode's metrics.json, per_group.csv, predictions.csv,
-validation.json and export.json; data.json, leakage.json, demo.json, demo.jsonl, demo.mp4, mlflow-compare.png, bench/*.json,
-audit/correction.json, ablation.md or ablation.csv). Writes:
+validation.json and export.json; data.json, leakage.json, demo.json, demo.jsonl, demo.mp4, mlflow-compare.png,
+bench/*.json, audit/correction.json, ablation.md or ablation.csv). Writes:
 - in README.md and docs/**/*.md, the text between `<!-- argml docs: NAME [ARG] -->` and `<!-- /argml docs -->`,
   replaced by what block NAME renders (BLOCKS below); the prose around it is written by hand;
 - docs/model-card-<mode>.md, each mode's model card (argml.evaluation.model_card);
