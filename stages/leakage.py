@@ -2,10 +2,11 @@
 
 Reads FEATURES_DIR (the cached FaceNet inputs, head features and labels), RAW_DIR and SPLIT_TABLE (for the
 byte-identical copies the labels stage removed), ALIGNED_DIR and each mode's REPORTS/<mode>/predictions.csv;
-writes OUT_JSON (DVC metrics: the near-twin audit, and 9-bin age under the report's protocols, see
-argml.evaluation.protocols), the per-face table OUT_CSV and a contact sheet OUT_PNG. Params: leakage.*, and data, align,
-augment and train for the protocols' splits, copies and heads; FaceNet runs in features.precision, as in the
-features stage. The published split is not changed.
+writes OUT_JSON (the near-twin audit, and 9-bin age under the report's protocols, see
+argml.evaluation.protocols), the per-face table OUT_CSV and a contact sheet OUT_PNG. Params: leakage.*, and
+data, align, augment and train for the protocols' splits, copies and heads. The embeddings come from the cached
+head features; FaceNet's passes over the protocols' new images run in features.precision, as in the features
+stage. The published split is not changed.
 """
 
 import argparse
@@ -34,9 +35,8 @@ def main() -> int:
 
     facenet_precision = precision.resolve(all_params.features.precision)
     model = leakage.embedding_model(args.features_dir)
-    with precision.mixed_bfloat16(facenet_precision):
-        train_embeddings, train_labels = leakage.embed(model, args.features_dir, "train", params.batch_size)
-        test_embeddings, test_labels = leakage.embed(model, args.features_dir, "test", params.batch_size)
+    train_embeddings, train_labels = leakage.embed(model, args.features_dir, "train", params.batch_size)
+    test_embeddings, test_labels = leakage.embed(model, args.features_dir, "test", params.batch_size)
     to_source = leakage.copy_cosines(train_embeddings, train_labels["file_name"], train_labels["variant"])
     neighbours = leakage.test_neighbours(test_embeddings, test_labels, train_embeddings, train_labels)
     predictions = {mode: pd.read_csv(Path(args.reports) / mode / "predictions.csv") for mode in AGE_MODES}

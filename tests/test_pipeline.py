@@ -144,13 +144,11 @@ def test_the_leakage_audit_covers_the_test_split(pipeline):
     assert sum(group["faces"] for group in report["near_twins_per_race"].values()) == len(table)
     # the threshold, recomputed: the quantile of the cosines between training copies and their sources
     from argml.evaluation import leakage
-    from argml.model import precision
 
     params = yaml.safe_load((copy / "params.yaml").read_text())
     features_dir = copy / "data" / "features"
-    with precision.mixed_bfloat16(precision.resolve(params["features"]["precision"])):  # as the stage ran it
-        embeddings, train_labels = leakage.embed(leakage.embedding_model(features_dir), features_dir, "train",
-                                                 params["leakage"]["batch_size"])
+    embeddings, train_labels = leakage.embed(leakage.embedding_model(features_dir), features_dir, "train",
+                                             params["leakage"]["batch_size"])
     to_source = leakage.copy_cosines(embeddings, train_labels["file_name"], train_labels["variant"])
     copies = pd.read_csv(copy / "data" / "augmented" / "index.csv")
     assert report["threshold"]["copies"] == len(to_source) == len(copies) > 0  # every training copy

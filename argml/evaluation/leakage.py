@@ -2,7 +2,8 @@
 
 UTKFace holds byte-identical and near-identical photos (the same picture re-encoded, re-cropped or
 retouched). The labels stage drops byte-identical copies before splitting; this audit measures what is left,
-in the pretrained FaceNet embedding (512-d, unit length) computed from the features stage's cache.
+in the pretrained FaceNet embedding (512-d, unit length), computed from the head features the features stage
+cached.
 
 Threshold: a test face has a *near-twin* in training when its cosine to the nearest training original is at
 least the `quantile` of the cosines between training originals and their own augmented copies (rotation,
@@ -17,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from argml.core.images import read_aligned
 from argml.core.errors import BadInput
@@ -30,21 +30,26 @@ LABEL_KEYS = ("age_years", "age_bin", "gender", "race")  # compared between a te
 
 
 def embedding_model(features_dir: str | Path):
-    """FaceNet from the cached block on, up to its unit-length 512-d embeddings."""
+    """FaceNet's last layers, from the cached head features (features.head_input: pooled or bottleneck) to its
+    unit-length 512-d embeddings: the features stage ran the blocks before them once already."""
+    import keras
+
     info = features.read_info(features_dir)
-    _, upper = facenet.split(facenet.load_facenet(info.weights), info.from_block)
-    return facenet.feature_model(upper, "embeddings")
+    backbone = facenet.load_facenet(info.weights)
+    width = np.load(Path(features_dir) / f"train.{info.head_input}.npy", mmap_mode="r").shape[1]
+    head = keras.Input((width,), name="head_features")
+    x = head
+    if info.head_input == "pooled":
+        x = backbone.get_layer("Bottleneck.BatchNorm")(backbone.get_layer("Bottleneck")(x))
+    return keras.Model(head, backbone.get_layer("embeddings")(x), name="facenet_embeddings_from_head")
 
 
 def embed(model, features_dir: str | Path, split: str, batch_size: int = 128) -> tuple[np.ndarray, dict]:
     """Embeddings [N, 512] of a split's cached rows by `embedding_model(features_dir)`, and the split's labels."""
     features_dir = Path(features_dir)
-    lower = np.load(features_dir / f"{split}.lower.npy", mmap_mode="r")
-    out = np.empty((len(lower), model.output.shape[-1]), np.float32)
-    for start in tqdm(range(0, len(lower), batch_size), desc=f"embeddings {split}", unit="batch", mininterval=2):
-        out[start:start + batch_size] = model.predict_on_batch(
-            np.asarray(lower[start:start + batch_size], np.float32))
-    return out, dict(np.load(features_dir / f"{split}.labels.npz"))
+    head = np.load(features_dir / f"{split}.{features.read_info(features_dir).head_input}.npy")
+    return (np.asarray(model.predict(head, batch_size=batch_size, verbose=0), np.float32),
+            dict(np.load(features_dir / f"{split}.labels.npz")))
 
 
 def nearest(queries: np.ndarray, references: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:

@@ -195,7 +195,8 @@ def heads_accuracy(pool: pd.DataFrame, vectors: np.ndarray, settings: TrainParam
     values = age_values({"age_bin": splits["train"]["age_bin"].to_numpy(),
                          "age_years": splits["train"]["age"].to_numpy()}, BINNED)
     compile_model(heads, settings.head_lr, dataclasses.asdict(settings.lr_factors),
-                  dataclasses.asdict(settings.loss_weights), values, settings.age_l1, settings.label_smoothing)
+                  dataclasses.asdict(settings.loss_weights), values, settings.age_l1, settings.label_smoothing,
+                  settings.steps_per_execution)
     heads.fit(*data["train"], validation_data=data["val"], epochs=epochs, batch_size=batch_size,
               verbose=0, callbacks=[keras.callbacks.EarlyStopping(patience=settings.patience,
                                                                    restore_best_weights=True)])
