@@ -40,6 +40,19 @@ def test_bench_pipeline_times_each_stage_of_a_fresh_clone(utkface_dir, tmp_path)
     table = pipeline_page.stage_times_table(out / "pipeline.json")
     assert "| labels |" in table and "| **sum of stages** |" in table and result["commit"][:7] in table
 
+    # --merge: runs of earlier files of this machine side by side, nothing run; another machine's file refused
+    merged = tmp_path / "merged"
+    run([sys.executable, "-m", "argml", "bench", "--out-dir", str(merged), "pipeline", "--merge",
+         str(out / "pipeline.json"), str(out / "pipeline.json")], tmp_path, argml_env())
+    figures = json.loads((merged / "pipeline.json").read_text())["figures"]
+    assert figures["runs"] == [result, result] and figures["comparison"]["stage_sum_ratio"] == [1.0, 1.0]
+    assert figures["comparison"]["same_dvc_lock"] and [source["runs"] for source in figures["merged_from"]] == [1, 1]
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps({**document, "machine": {**document["machine"], "cores": 4096}}))
+    refused, output = run([sys.executable, "-m", "argml", "bench", "pipeline", "--merge", str(elsewhere)], tmp_path,
+                          argml_env(), check=False)
+    assert refused.returncode == 2 and "not on this machine" in output, output
+
 
 def test_bench_litert_times_keras_and_both_exports(pipeline_repo, tmp_path):
     copy, env, _ = pipeline_repo

@@ -7,8 +7,8 @@ and times every stage from DVC's own `Running stage 'NAME'` lines, so it works o
 ones older than this benchmark. Per run it records each stage's seconds, their sum, the total, the CPU seconds
 of all processes, the load average before and after (other work on the machine slows the stages), the stages
 DVC skipped, `git status` after the run (a deterministic pipeline leaves it clean), dvc.lock's sha256 and the
-headline test metrics. Full data and defaults: 20-45 minutes per run on 2 CPUs. Needs $ARGML_UTKFACE (and
-$ARGML_YOLO_FACE for the export and demo stages).
+headline test metrics. Full data and defaults: 20-50 minutes per run on 2 CPUs. Needs $ARGML_UTKFACE (and
+$ARGML_YOLO_FACE for the export and demo stages). `--merge` puts runs of earlier files side by side instead.
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ def add_arguments(parser) -> None:
                         help="set a params.yaml value in each clone first, e.g. -S data.limit=150")
     parser.add_argument("--workdir", help="where the clones go (default: a temporary folder, removed after)")
     parser.add_argument("--keep", action="store_true", help="keep the clones (they hold the pipeline's data)")
+    parser.add_argument("--merge", nargs="+", metavar="FILE",
+                        help="run nothing: put the runs of earlier `bench pipeline` files of this machine side by "
+                             "side (e.g. two commits run one after the other with --out-dir), the first run first")
 
 
 def stage_times(lines: list[tuple[float, str]], end: float) -> tuple[dict[str, float], list[str]]:
@@ -164,7 +167,36 @@ def compare(runs: list[dict]) -> dict:
             "same_dvc_lock": len({run["dvc_lock_sha256"] for run in runs}) == 1}
 
 
+def merge(paths: list[str]) -> dict:
+    """The runs of earlier `bench pipeline` files, in order, compared as one run would compare them. Every file
+    must come from this machine (CPU model, cores, memory): stage times of other machines do not compare."""
+    from argml.bench.report import machine
+    from argml.core.errors import BadInput
+
+    here = machine()
+    runs, sources = [], []
+    for path in paths:
+        try:
+            document = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as error:
+            raise BadInput(f"--merge {path}: not JSON ({error})") from error
+        if not isinstance(document, dict) or document.get("benchmark") != "pipeline":
+            raise BadInput(f"--merge {path}: not a `bench pipeline` file")
+        ran_on = document["machine"]
+        if any(ran_on.get(key) != here[key] for key in ("cpu", "cores", "memory_gb")):
+            raise BadInput(f"--merge {path}: measured on {ran_on.get('cpu')} ({ran_on.get('cores')} cores, "
+                           f"{ran_on.get('memory_gb')} GB), not on this machine")
+        runs += document["figures"]["runs"]
+        sources.append({"file": str(path), "date": document["date"], "runs": len(document["figures"]["runs"])})
+    return {"runs": runs, "comparison": compare(runs), "merged_from": sources}
+
+
 def run(args) -> dict:
+    if args.merge:
+        figures = merge(args.merge)
+        print(f"stage sums against the first run: {figures['comparison']['stage_sum_ratio']}; same dvc.lock: "
+              f"{figures['comparison']['same_dvc_lock']}")
+        return figures
     if not os.environ.get("ARGML_UTKFACE"):
         print("bench pipeline: ARGML_UTKFACE is unset: the download stage will use params' download.url", flush=True)
     command = shlex.split(args.command)

@@ -73,6 +73,10 @@ def stage_times_table(bench: Path) -> str:
                          + " |")
     ratios = document["figures"]["comparison"]["stage_sum_ratio"]
     note = f"Sum of stages against the first run: {' / '.join(f'{r:g}' for r in ratios if r is not None)}. "
+    if sources := document["figures"].get("merged_from"):
+        dates = ", ".join(sorted({source["date"] for source in sources}))
+        note += (f"The runs of {len(sources)} benchmark files of this machine ({dates}), run one after the other "
+                 "and put side by side by `argml bench pipeline --merge`. ")
     return note + _machine(document) + "\n" + "\n".join(lines) + "\n"
 
 
