@@ -28,6 +28,8 @@ from pathlib import Path
 
 import yaml
 
+from argml.core.errors import BadInput
+
 STARTED = re.compile(r"Running stage '([^']+)'")
 SKIPPED = re.compile(r"Stage '([^']+)' (?:didn't change|is cached)")
 HEADLINE = {"gender": ("gender", "accuracy"), "race": ("race", "accuracy"), "age_bins": ("age", "bin_accuracy"),
@@ -171,7 +173,6 @@ def merge(paths: list[str]) -> dict:
     """The runs of earlier `bench pipeline` files, in order, compared as one run would compare them. Every file
     must come from this machine (CPU model, cores, memory): stage times of other machines do not compare."""
     from argml.bench.report import machine
-    from argml.core.errors import BadInput
 
     here = machine()
     runs, sources = [], []
@@ -182,17 +183,21 @@ def merge(paths: list[str]) -> dict:
             raise BadInput(f"--merge {path}: not JSON ({error})") from error
         if not isinstance(document, dict) or document.get("benchmark") != "pipeline":
             raise BadInput(f"--merge {path}: not a `bench pipeline` file")
-        ran_on = document["machine"]
+        ran_on, found = document.get("machine") or {}, document.get("figures", {}).get("runs")
+        if not isinstance(found, list):
+            raise BadInput(f"--merge {path}: it holds no runs")
         if any(ran_on.get(key) != here[key] for key in ("cpu", "cores", "memory_gb")):
             raise BadInput(f"--merge {path}: measured on {ran_on.get('cpu')} ({ran_on.get('cores')} cores, "
                            f"{ran_on.get('memory_gb')} GB), not on this machine")
-        runs += document["figures"]["runs"]
-        sources.append({"file": str(path), "date": document["date"], "runs": len(document["figures"]["runs"])})
+        runs += found
+        sources.append({"file": str(path), "date": document.get("date"), "runs": len(found)})
     return {"runs": runs, "comparison": compare(runs), "merged_from": sources}
 
 
 def run(args) -> dict:
     if args.merge:
+        if args.commits:
+            raise BadInput("--merge runs nothing: give it without --commit")
         figures = merge(args.merge)
         print(f"stage sums against the first run: {figures['comparison']['stage_sum_ratio']}; same dvc.lock: "
               f"{figures['comparison']['same_dvc_lock']}")
