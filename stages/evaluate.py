@@ -3,7 +3,9 @@
 Reads MODEL_DIR and TFRECORDS_DIR; writes in REPORT_DIR metrics.json (DVC metrics), per_class.csv,
 per_group.csv, fairness.csv, predictions.csv (DVC confusion plots) and confusion_<task>.png. Logs the
 test metrics, these files and the history to the mode's MLflow run, and registers the model with alias MODE,
-its model card (argml.evaluation.model_card) beside it. Params: evaluate.*, mlflow.model_name.
+its model card (argml.evaluation.model_card) beside it, and records that version in REGISTERED (cached by DVC,
+not committed: a fresh clone lacks it, so this stage runs there and registers the model in its new registry even
+when its committed reports already match). Params: evaluate.*, mlflow.model_name.
 """
 
 import argparse
@@ -14,6 +16,7 @@ import numpy as np
 
 from argml.core.config import load_params
 from argml.core.errors import stage
+from argml.core.files import write_json
 from argml.core.labels import AgeMode
 from argml.data import tfrecords
 from argml.evaluation import metrics, model_card
@@ -25,7 +28,7 @@ from argml.tracking import cards, registry, runs
 @stage("evaluate")
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    for name in ("mode", "model_dir", "tfrecords_dir", "report_dir"):
+    for name in ("mode", "model_dir", "tfrecords_dir", "report_dir", "registered"):
         parser.add_argument(name)
     args = parser.parse_args()
     params = load_params()
@@ -50,6 +53,7 @@ def main() -> int:
     version = pyfunc.log_model(run_id, model_dir, example, params.mlflow.model_name, mode.name)
     cards.attach(params.mlflow.model_name, version,
                  *model_card.from_reports(report_dir, mode.name, params.evaluate, params.mlflow.model_name))
+    write_json(args.registered, {"model": params.mlflow.model_name, "alias": mode.name, "version": version})
     headline = {key: document[task][metric] for key, (task, metric) in {
         "gender": ("gender", "accuracy"), "race": ("race", "accuracy"), "age_bins": ("age", "bin_accuracy"),
         "age_mae": ("age", "mae")}.items()}
