@@ -132,6 +132,10 @@ def test_registered_model_with_three_aliases(pipeline_repo, mlflow_client):
     assert {"binned", "exact", "champion"} <= set(model.aliases)
     champion = json.loads((copy / "reports" / "champion.json").read_text())
     assert model.aliases["champion"] == model.aliases[champion["champion"]]
+    for mode in ("binned", "exact"):  # evaluate's record of what it registered: a fresh clone lacks it, so it runs
+        registered = json.loads((copy / "data" / "registered" / f"{mode}.json").read_text())
+        assert registered == {"model": "argml", "alias": mode, "version": int(model.aliases[mode])}
+    assert "/registered" in (copy / "data" / ".gitignore").read_text().split()
 
 
 @pytest.fixture(scope="module")
