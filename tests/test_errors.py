@@ -33,7 +33,7 @@ STAGE_ARGS = {
     "tfrecords": ["split.csv.gz", "data/aligned", "data/augmented", "data/tfrecords"],
     "features": ["data/tfrecords", "data/features"],
     "train": ["binned", "data/features", "data/models/binned", "reports/binned"],
-    "evaluate": ["binned", "data/models/binned", "data/tfrecords", "reports/binned"],
+    "evaluate": ["binned", "data/models/binned", "data/tfrecords", "reports/binned", "registered.json"],
     "export": ["binned", "data/models/binned", "data/tfrecords", "predictions.csv", "data/litert", "export.json"],
     "champion": ["champion.json"],
     "demo": ["data/raw", "split.csv.gz", "demo.mp4", "demo.jsonl", "demo.json"],
