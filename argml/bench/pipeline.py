@@ -169,6 +169,11 @@ def compare(runs: list[dict]) -> dict:
             "same_dvc_lock": len({run["dvc_lock_sha256"] for run in runs}) == 1}
 
 
+def print_comparison(comparison: dict) -> None:
+    print(f"stage sums against the first run: {comparison['stage_sum_ratio']}; same dvc.lock: "
+          f"{comparison['same_dvc_lock']}")
+
+
 def merge(paths: list[str]) -> dict:
     """The runs of earlier `bench pipeline` files, in order, compared as one run would compare them. Every file
     must come from this machine (CPU model, cores, memory): stage times of other machines do not compare."""
@@ -199,8 +204,7 @@ def run(args) -> dict:
         if args.commits:
             raise BadInput("--merge runs nothing: give it without --commit")
         figures = merge(args.merge)
-        print(f"stage sums against the first run: {figures['comparison']['stage_sum_ratio']}; same dvc.lock: "
-              f"{figures['comparison']['same_dvc_lock']}")
+        print_comparison(figures["comparison"])
         return figures
     if not os.environ.get("ARGML_UTKFACE"):
         print("bench pipeline: ARGML_UTKFACE is unset: the download stage will use params' download.url", flush=True)
@@ -223,7 +227,6 @@ def run(args) -> dict:
         print(f"{entry['commit'][:10]}: " + ", ".join(f"{name} {seconds:g} s" for name, seconds in
                                                       entry["stage_s"].items()))
     if len(runs) > 1:
-        print(f"stage sums against the first run: {figures['comparison']['stage_sum_ratio']}; same dvc.lock: "
-              f"{figures['comparison']['same_dvc_lock']}")
+        print_comparison(figures["comparison"])
     return figures
 
